@@ -1,0 +1,85 @@
+"""Every field of an sslm_jax run, with its default and what it means. Experiments start from `get_config()`.
+
+Other configs do `config = base.get_config()` and change fields; nothing in the trainer reads a default from
+anywhere else. Validated once at start-up by `sslm_jax.training.loop.validate_config`.
+"""
+
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    del arg
+    c = ml_collections.ConfigDict()
+
+    # --- What to train -----------------------------------------------------------------------------------
+    c.task = "pretrain"  # "pretrain" (MLM [+ NSP/SOP]) or "classify" (fine-tuning; see configs/glue.py).
+    c.seed = 0  # Seeds parameter init, dropout and the data pipeline (shuffling and masking).
+
+    # --- Model ---------------------------------------------------------------------------------------------
+    c.model = ml_collections.ConfigDict()
+    c.model.size = "tiny"  # tiny | mini | small | medium | base | large (sslm_jax.models.bert.SIZES).
+    c.model.vocab_size = 0  # 0: take it from the vocabulary file.
+    c.model.max_position_embeddings = 512
+    c.model.type_vocab_size = 2
+    c.model.hidden_act = "gelu"
+    c.model.hidden_dropout_prob = 0.1
+    c.model.attention_probs_dropout_prob = 0.1
+    c.model.dtype = "float32"  # compute dtype; "bfloat16" for mixed precision (parameters stay param_dtype).
+    c.model.param_dtype = "float32"
+    c.model.remat = False  # recompute layer activations in the backward pass (saves memory, costs ~1/3 FLOPs).
+    c.model.attention_implementation = ""  # "" lets XLA choose; "cudnn" forces the fused GPU kernel.
+
+    # --- Data -----------------------------------------------------------------------------------------------
+    c.data = ml_collections.ConfigDict()
+    c.data.source = "stdlib"  # "stdlib" (embedded offline corpus) | "files" | "tfds".
+    c.data.train_files = ""  # glob(s), comma-separated, for source="files".
+    c.data.eval_files = ""  # glob(s) for the held-out split; "" holds out `eval_fraction` of the documents.
+    c.data.format = "text"  # text (blank-line separated documents) | lines (one document per line) | jsonl | tsv | csv
+    c.data.text_field = "text"  # jsonl field / tsv-csv column / TFDS feature holding the text.
+    c.data.tfds_name = ""  # e.g. "wikipedia/20230601.en", "c4/en", "imdb_reviews/plain_text".
+    c.data.tfds_train_split = "train"
+    c.data.tfds_eval_split = ""  # "" holds out `eval_fraction` of the train split.
+    c.data.tfds_data_dir = ""  # "" uses TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+    c.data.eval_fraction = 0.02  # documents held out for eval when no eval split/files are given.
+    c.data.vocab_path = ""  # an existing vocab.txt; "" trains a WordPiece vocabulary on the train corpus.
+    c.data.vocab_size = 8192  # size of the vocabulary trained when vocab_path is "".
+    c.data.lower_case = True
+    c.data.max_seq_len = 128
+    c.data.max_predictions_per_seq = 20
+    c.data.mask_rate = 0.15  # fraction of (non-special) tokens selected for prediction.
+    c.data.whole_word_masking = False  # select whole words (all their WordPiece pieces) at once.
+    c.data.objective = "mlm"  # "mlm": packed full sentences, no pair task | "nsp" | "sop": sentence pairs.
+    c.data.short_seq_prob = 0.1  # google-research/bert: sometimes shorter pair sequences to reduce the skew.
+    c.data.segment_attention = False  # packed sequences: attend only within each document.
+    c.data.shuffle_buffer = 10_000  # examples (sequences) in the shuffle buffer.
+    c.data.prefetch = 2  # batches prefetched to device.
+
+    # --- Optimisation ---------------------------------------------------------------------------------------
+    c.batch_size = 32  # global batch (sequences per step), split evenly over processes and data-parallel shards.
+    c.grad_accum_steps = 1  # micro-batches per step; the optimizer sees their mean gradient.
+    c.total_steps = 1000
+    c.optimizer = "adamw"  # "adamw" | "lamb"
+    c.learning_rate = 1e-4  # peak learning rate after warmup.
+    c.warmup_steps = 100
+    c.lr_schedule = "linear"  # decay after warmup: "linear" (to 0) | "cosine" (to 0) | "constant"
+    c.weight_decay = 0.01  # decoupled; not applied to LayerNorm scales and biases.
+    c.adam_b1 = 0.9
+    c.adam_b2 = 0.999
+    c.adam_eps = 1e-6
+    c.max_grad_norm = 1.0  # global-norm clipping; 0 disables.
+
+    # --- Parallelism ----------------------------------------------------------------------------------------
+    c.parallelism = "jit"  # "jit" (sharded jit on a mesh) | "pmap" (data parallel only).
+    # (data, fsdp, tensor); -1 in one axis takes the remaining devices. Product must equal the device count.
+    c.mesh_shape = (-1, 1, 1)
+    c.distributed = False  # call jax.distributed.initialize() (cloud TPU VMs, SLURM, multi-host GPUs).
+
+    # --- Checkpoints, evaluation and logging ----------------------------------------------------------------
+    c.init_from = ""  # params-only start: an sslm workdir or checkpoint, or a Hugging Face BERT directory.
+    c.checkpoint_every_steps = 500
+    c.keep_checkpoints = 3
+    c.eval_every_steps = 500
+    c.eval_steps = 20  # batches per evaluation; 0 evaluates the whole held-out split.
+    c.log_every_steps = 50
+    c.fill_mask_examples = ()  # sentences with [MASK] whose top predictions are logged at the end.
+    return c

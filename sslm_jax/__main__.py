@@ -1,0 +1,3 @@
+from sslm_jax.main import run
+
+run()

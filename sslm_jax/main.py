@@ -1,0 +1,75 @@
+"""Command line: `sslm <command> [--flag=value ...]` (also `python -m sslm_jax <command>`).
+
+Only flag parsing lives here; each command calls one library function. Bad input (`SslmError`) is printed as
+one line `sslm <command>: error: ...` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+from sslm_jax.errors import SslmError
+
+# name -> (one-line help, function(argv) -> None). Each command module adds itself here.
+COMMANDS: dict[str, tuple[str, object]] = {}
+
+
+def command(name: str, help_text: str):
+    def register(fn):
+        COMMANDS[name] = (help_text, fn)
+        return fn
+
+    return register
+
+
+# --- train-tokenizer ---------------------------------------------------------------------------------------
+flags.DEFINE_string("input", None, "train-tokenizer: glob(s) of text files (comma-separated).")
+flags.DEFINE_integer("vocab-size", 8192, "train-tokenizer: vocabulary size, special tokens included.")
+flags.DEFINE_string("out", None, "train-tokenizer / export-hf: output directory.")
+flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT).")
+flags.DEFINE_string("format", "text", "train-tokenizer: text | lines | jsonl | tsv | csv.")
+flags.DEFINE_string("text-field", "text", "train-tokenizer: jsonl field or tsv/csv column with the text.")
+
+FLAGS = flags.FLAGS
+
+
+@command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")
+def _train_tokenizer(argv):
+    from sslm_jax.data import sources, tokenizer
+
+    for name in ("input", "out"):
+        if not FLAGS[name].value:
+            raise SslmError(f"--{name} is required")
+    docs = sources.file_documents(
+        FLAGS["input"].value, format=FLAGS["format"].value, text_field=FLAGS["text-field"].value
+    )
+    path = tokenizer.train_wordpiece(
+        docs, vocab_size=FLAGS["vocab-size"].value, out_dir=FLAGS["out"].value, lower_case=FLAGS["lower-case"].value
+    )
+    print(f"wrote {path}")
+
+
+def _usage() -> str:
+    lines = ["usage: sslm <command> [--flag=value ...]", "", "commands:"]
+    lines += [f"  {name:16s} {help_text}" for name, (help_text, _) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _main(argv):
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        given = f"unknown command {argv[1]!r}\n" if len(argv) >= 2 else ""
+        print(given + _usage(), file=sys.stderr)
+        sys.exit(2)
+    name = argv[1]
+    try:
+        COMMANDS[name][1](argv[2:])
+    except SslmError as e:
+        print(f"sslm {name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    """Console-script entry point."""
+    app.run(_main)

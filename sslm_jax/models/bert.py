@@ -1,0 +1,408 @@
+"""A functional Flax (Linen) BERT, numerically Hugging Face's `BertModel` (post-LN, learned positions).
+
+    config = BertConfig.from_size("tiny", vocab_size=8000)
+    model = BertForPreTraining(config)
+    params = init_params(model, jax.random.key(0))
+    out = model.apply({"params": params}, input_ids, attention_mask=mask, token_type_ids=types,
+                      masked_positions=positions)          # optional: project only where predictions are needed
+    out.mlm_logits  # [B, P, V] (or [B, T, V] without masked_positions);  out.nsp_logits  # [B, 2]
+
+Parameter names follow Hugging Face's module tree (bert/embeddings, bert/encoder/layer_i, cls/predictions, ...)
+so `sslm_jax.interop.huggingface` converts by renaming and transposing, and every parameter carries logical
+axis names (see `layers.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sslm_jax.models import layers
+
+Array = jax.Array
+
+# The published BERT sizes: the miniatures of Turc et al. (2019, "Well-Read Students Learn Better") and
+# BERT-Base/Large. Heads = hidden / 64; intermediate = 4 * hidden.
+SIZES: dict[str, dict[str, int]] = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2, intermediate_size=512),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4, intermediate_size=1024),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8, intermediate_size=2048),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, intermediate_size=4096),
+}
+
+# Fields that mean the same thing in Hugging Face's config.json.
+HF_FIELDS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "hidden_act",
+    "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size",
+    "layer_norm_eps", "pad_token_id", "initializer_range",
+)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class BertConfig:
+    """Architecture and numerics of a BERT. Frozen (hashable) so it can be closed over by jitted functions."""
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+    # Numerics: `dtype` is the compute dtype ("bfloat16" for mixed precision), `param_dtype` the master weights.
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+    # Recompute each layer's activations in the backward pass instead of storing them (memory for FLOPs).
+    remat: bool = False
+    # `implementation` of jax.nn.dot_product_attention: None lets XLA choose; "cudnn" forces the fused GPU kernel.
+    attention_implementation: str | None = None
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
+            )
+        layers.activation(self.hidden_act)
+        for field in ("dtype", "param_dtype"):
+            if getattr(self, field) not in ("float32", "bfloat16", "float16"):
+                raise ValueError(f"{field}={getattr(self, field)!r}; use 'float32', 'bfloat16' or 'float16'")
+
+    @classmethod
+    def from_size(cls, size: str, **overrides: Any) -> "BertConfig":
+        """`BertConfig.from_size("mini", vocab_size=8000, dtype="bfloat16")`."""
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}; choose one of {', '.join(SIZES)}")
+        return cls(**{**SIZES[size], **overrides})
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any], **overrides: Any) -> "BertConfig":
+        return cls(**{k: d[k] for k in HF_FIELDS if k in d}, **overrides)
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in HF_FIELDS}
+
+    def replace(self, **changes: Any) -> "BertConfig":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weights_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+
+@flax.struct.dataclass
+class PreTrainingOutput:
+    mlm_logits: Array  # [B, T, V], or [B, P, V] when masked_positions are given
+    nsp_logits: Array  # [B, 2]
+
+
+@flax.struct.dataclass
+class MaskedLMOutput:
+    mlm_logits: Array
+
+
+@flax.struct.dataclass
+class ClassificationOutput:
+    logits: Array  # [B, num_labels]
+
+
+class BertEmbeddings(nn.Module):
+    config: BertConfig
+
+    def setup(self):
+        c = self.config
+        self.word_embeddings = nn.Embed(
+            c.vocab_size,
+            c.hidden_size,
+            dtype=c.compute_dtype,
+            param_dtype=c.weights_dtype,
+            embedding_init=layers.normal_init(c.initializer_range, ("vocab", "embed")),
+        )
+        self.position_embeddings = nn.Embed(
+            c.max_position_embeddings,
+            c.hidden_size,
+            dtype=c.compute_dtype,
+            param_dtype=c.weights_dtype,
+            embedding_init=layers.normal_init(c.initializer_range, (None, "embed")),
+        )
+        self.token_type_embeddings = nn.Embed(
+            c.type_vocab_size,
+            c.hidden_size,
+            dtype=c.compute_dtype,
+            param_dtype=c.weights_dtype,
+            embedding_init=layers.normal_init(c.initializer_range, (None, "embed")),
+        )
+        self.LayerNorm = layers.layer_norm(c.layer_norm_eps, c.compute_dtype, c.weights_dtype)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
+        x = (
+            self.word_embeddings(input_ids)
+            + self.token_type_embeddings(token_type_ids)
+            + self.position_embeddings(position_ids)
+        )
+        x = self.dropout(self.LayerNorm(x), deterministic=deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def attend(self, x: Array) -> Array:
+        """Logits against the (tied) word-embedding table: [..., H] -> [..., V]."""
+        return self.word_embeddings.attend(x)
+
+
+class BertLayer(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+        c = self.config
+        dt, pdt = c.compute_dtype, c.weights_dtype
+        h = layers.SelfAttention(
+            num_heads=c.num_attention_heads,
+            head_dim=c.head_dim,
+            attention_dropout=c.attention_probs_dropout_prob,
+            init_range=c.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            implementation=c.attention_implementation,
+            name="attention",
+        )(x, mask, deterministic)
+        h = nn.Dropout(c.hidden_dropout_prob)(h, deterministic=deterministic)
+        x = layers.layer_norm(c.layer_norm_eps, dt, pdt, name="attention_layer_norm")(x + h)
+        h = layers.dense(
+            c.intermediate_size,
+            kernel_axes=("embed", "mlp"),
+            bias_axes=("mlp",),
+            init_range=c.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            name="intermediate",
+        )(x)
+        h = nn.with_logical_constraint(layers.activation(c.hidden_act)(h), ("batch", "length", "mlp"))
+        h = layers.dense(
+            c.hidden_size,
+            kernel_axes=("mlp", "embed"),
+            bias_axes=("embed",),
+            init_range=c.initializer_range,
+            dtype=dt,
+            param_dtype=pdt,
+            name="output",
+        )(h)
+        h = nn.Dropout(c.hidden_dropout_prob)(h, deterministic=deterministic)
+        x = layers.layer_norm(c.layer_norm_eps, dt, pdt, name="output_layer_norm")(x + h)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class BertEncoder(nn.Module):
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+        # `deterministic` is argument 3 counting self; it decides Python control flow, so it must be static.
+        layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
+        for i in range(self.config.num_hidden_layers):
+            x = layer_cls(self.config, name=f"layer_{i}")(x, mask, deterministic)
+        return x
+
+
+class BertModel(nn.Module):
+    """The encoder: returns (sequence_output [B, T, H], pooled_output [B, H] or None)."""
+
+    config: BertConfig
+    add_pooling_layer: bool = True
+
+    def setup(self):
+        c = self.config
+        self.embeddings = BertEmbeddings(c)
+        self.encoder = BertEncoder(c)
+        if self.add_pooling_layer:
+            self.pooler = layers.dense(
+                c.hidden_size,
+                kernel_axes=("embed", "mlp"),
+                bias_axes=("mlp",),
+                init_range=c.initializer_range,
+                dtype=c.compute_dtype,
+                param_dtype=c.weights_dtype,
+            )
+
+    def __call__(
+        self,
+        input_ids: Array,
+        attention_mask: Array | None = None,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        segment_ids: Array | None = None,
+        deterministic: bool = True,
+    ):
+        batch, length = input_ids.shape
+        if length > self.config.max_position_embeddings:
+            raise ValueError(
+                f"sequence length {length} exceeds max_position_embeddings={self.config.max_position_embeddings}"
+            )
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        if position_ids is None:
+            position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+        x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
+        mask = layers.attention_mask(attention_mask, segment_ids, batch, length)
+        x = self.encoder(x, mask, deterministic)
+        pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooling_layer else None
+        return x, pooled
+
+    def attend(self, x: Array) -> Array:
+        return self.embeddings.attend(x)
+
+
+class BertLMPredictionHead(nn.Module):
+    """transform (dense → act → LayerNorm) then the tied vocabulary projection plus a bias."""
+
+    config: BertConfig
+
+    @nn.compact
+    def __call__(self, x: Array, attend) -> Array:
+        c = self.config
+        x = layers.dense(
+            c.hidden_size,
+            kernel_axes=("embed", "mlp"),
+            bias_axes=("mlp",),
+            init_range=c.initializer_range,
+            dtype=c.compute_dtype,
+            param_dtype=c.weights_dtype,
+            name="transform",
+        )(x)
+        x = layers.activation(c.hidden_act)(x)
+        x = layers.layer_norm(c.layer_norm_eps, c.compute_dtype, c.weights_dtype, name="transform_layer_norm")(x)
+        bias = self.param("bias", layers.zeros_init(("vocab",)), (c.vocab_size,), c.weights_dtype)
+        logits = attend(x) + bias.astype(c.compute_dtype)
+        return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+
+
+def gather_positions(x: Array, positions: Array) -> Array:
+    """x [B, T, H], positions [B, P] -> [B, P, H]."""
+    return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
+
+
+def _mlm_logits(bert, head, sequence_output, masked_positions):
+    # Projecting only the masked positions (as google-research/bert does) skips most of the vocabulary matmul.
+    if masked_positions is not None:
+        sequence_output = gather_positions(sequence_output, masked_positions)
+    return head(sequence_output, bert.attend)
+
+
+class BertForPreTraining(nn.Module):
+    """BERT with the masked-LM head and the NSP/SOP head (Hugging Face's `BertForPreTraining`)."""
+
+    config: BertConfig
+
+    def setup(self):
+        self.bert = BertModel(self.config, add_pooling_layer=True)
+        self.predictions = BertLMPredictionHead(self.config)
+        self.seq_relationship = layers.dense(
+            2,
+            kernel_axes=("embed", None),
+            bias_axes=(None,),
+            init_range=self.config.initializer_range,
+            dtype=self.config.compute_dtype,
+            param_dtype=self.config.weights_dtype,
+        )
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        masked_positions=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
+    ) -> PreTrainingOutput:
+        seq, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        return PreTrainingOutput(
+            mlm_logits=_mlm_logits(self.bert, self.predictions, seq, masked_positions),
+            nsp_logits=self.seq_relationship(pooled),
+        )
+
+
+class BertForMaskedLM(nn.Module):
+    """BERT with the masked-LM head only (no pooler), as Hugging Face's `BertForMaskedLM`."""
+
+    config: BertConfig
+
+    def setup(self):
+        self.bert = BertModel(self.config, add_pooling_layer=False)
+        self.predictions = BertLMPredictionHead(self.config)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        masked_positions=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
+    ) -> MaskedLMOutput:
+        seq, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        return MaskedLMOutput(mlm_logits=_mlm_logits(self.bert, self.predictions, seq, masked_positions))
+
+
+class BertForSequenceClassification(nn.Module):
+    """Pooled [CLS] → dropout → linear; `num_labels=1` is regression (Hugging Face's layout)."""
+
+    config: BertConfig
+    num_labels: int = 2
+
+    def setup(self):
+        c = self.config
+        self.bert = BertModel(c, add_pooling_layer=True)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+        self.classifier = layers.dense(
+            self.num_labels,
+            kernel_axes=("embed", None),
+            bias_axes=(None,),
+            init_range=c.initializer_range,
+            dtype=c.compute_dtype,
+            param_dtype=c.weights_dtype,
+        )
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        segment_ids=None,
+        deterministic: bool = True,
+    ) -> ClassificationOutput:
+        _, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        return ClassificationOutput(logits=self.classifier(self.dropout(pooled, deterministic=deterministic)))
+
+
+def init_params(model: nn.Module, rng: jax.Array, seq_len: int = 8, boxed: bool = False):
+    """Random parameters for `model`; `boxed=True` keeps the `nn.LogicallyPartitioned` axis metadata.
+
+    Prefer the trainer's sharded init (`jax.eval_shape` first) for big models; this is for tests and notebooks.
+    """
+    ids = jnp.zeros((1, seq_len), jnp.int32)
+    variables = model.init({"params": rng, "dropout": rng}, ids)
+    params = variables["params"]
+    return params if boxed else nn.meta.unbox(params)

@@ -1,0 +1,140 @@
+"""Transformer building blocks shared by BERT (and later GPT and ELECTRA), with logical axis names.
+
+Every parameter is created through `nn.with_logical_partitioning`, so `model.init` returns boxed
+`nn.LogicallyPartitioned` leaves whose names (`embed, heads, kv, mlp, vocab`) the trainer maps onto a
+`(data, fsdp, tensor)` mesh with a short rule table (see `sslm_jax/training/partitioning.py`). Activations are
+annotated with `nn.with_logical_constraint`, a no-op unless the caller sets logical axis rules.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+DType = Any
+
+ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
+    # Hugging Face's "gelu" is the exact erf form; "gelu_new"/"gelu_pytorch_tanh" the tanh approximation.
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_fast": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[Array], Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def normal_init(stddev: float, axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+
+
+def zeros_init(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+
+
+def ones_init(axes: tuple[str | None, ...]):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+
+
+def layer_norm(eps: float, dtype: DType, param_dtype: DType, name: str | None = None) -> nn.LayerNorm:
+    # use_fast_variance=False: E[(x - mean)^2] as PyTorch computes it; E[x^2] - mean^2 loses digits in fp32.
+    return nn.LayerNorm(
+        epsilon=eps,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        use_fast_variance=False,
+        scale_init=ones_init(("embed",)),
+        bias_init=zeros_init(("embed",)),
+        name=name,
+    )
+
+
+def dense(features, *, kernel_axes, bias_axes, init_range, dtype, param_dtype, axis=-1, name=None):
+    """A `DenseGeneral` whose kernel and bias carry logical axis names."""
+    return nn.DenseGeneral(
+        features=features,
+        axis=axis,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        kernel_init=normal_init(init_range, kernel_axes),
+        bias_init=zeros_init(bias_axes),
+        name=name,
+    )
+
+
+def attention_mask(attention_mask: Array | None, segment_ids: Array | None, batch: int, length: int) -> Array | None:
+    """Boolean mask [B, 1, T, S] (True = may attend) from a padding mask [B, S] and/or segment ids [B, S].
+
+    Example: attention_mask=[[1, 1, 1, 0]], segment_ids=[[1, 1, 2, 0]] gives, for query 0, keys [T, T, F, F]
+    and for query 2, keys [F, F, T, F]: packed documents never see each other and nobody sees padding.
+    """
+    mask = None
+    if attention_mask is not None:
+        mask = jnp.broadcast_to(attention_mask.astype(bool)[:, None, None, :], (batch, 1, length, length))
+    if segment_ids is not None:
+        same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
+        mask = same if mask is None else jnp.logical_and(mask, same)
+    return mask
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA, cuDNN or TPU picks the kernel).
+
+    Attention-probability dropout cannot be expressed in the fused kernel, so when it is active (training with
+    `attention_dropout > 0`) the weights are computed explicitly; evaluation always takes the fused path.
+    """
+
+    num_heads: int
+    head_dim: int
+    attention_dropout: float
+    init_range: float
+    dtype: DType
+    param_dtype: DType
+    implementation: str | None = None
+
+    @nn.compact
+    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+        qkv = functools.partial(
+            dense,
+            (self.num_heads, self.head_dim),
+            kernel_axes=("embed", "heads", "kv"),
+            bias_axes=("heads", "kv"),
+            init_range=self.init_range,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        q, k, v = (qkv(name=n)(x) for n in ("query", "key", "value"))
+        q, k, v = (nn.with_logical_constraint(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
+        if deterministic or self.attention_dropout == 0.0:
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
+        else:
+            scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(self.dtype)
+            if mask is not None:
+                scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
+            probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
+            probs = nn.Dropout(self.attention_dropout)(probs, deterministic=False)
+            out = jnp.einsum("bnts,bsnh->btnh", probs, v)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        return dense(
+            x.shape[-1],
+            axis=(-2, -1),
+            kernel_axes=("heads", "kv", "embed"),
+            bias_axes=("embed",),
+            init_range=self.init_range,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="output",
+        )(out)
