@@ -1,0 +1,61 @@
+"""Fill-mask prediction: the top-k vocabulary entries for each [MASK] in a sentence.
+
+    predictions = fill_mask(model, params, tokenizer, ["the movie was [MASK] ."], top_k=3)
+    predictions[0][0]  # [("great", 0.21), ("good", 0.17), ("bad", 0.09)] for the first [MASK]
+
+Works with any model whose output has `mlm_logits` (BertForPreTraining, BertForMaskedLM).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from sslm_jax.errors import SslmError
+
+MASK_TOKEN = "[MASK]"
+
+
+def encode_with_masks(tokenizer, text: str, max_seq_len: int) -> list[int]:
+    """`[CLS] pieces… [SEP]` with the literal "[MASK]" kept as the mask id (the word-piece tokenizer would split it)."""
+    parts = text.split(MASK_TOKEN)
+    if len(parts) == 1:
+        raise SslmError(f"no {MASK_TOKEN} in {text!r}: mark the word(s) to predict with {MASK_TOKEN}")
+    pieces = [np.asarray(ids).tolist() for ids in tokenizer.tokenize(parts).to_list()]
+    ids = [tokenizer.cls_id]
+    for i, part_ids in enumerate(pieces):
+        ids += part_ids
+        if i < len(pieces) - 1:
+            ids.append(tokenizer.mask_id)
+    ids.append(tokenizer.sep_id)
+    if len(ids) > max_seq_len:
+        raise SslmError(f"{text!r} is {len(ids)} tokens long; the model takes at most {max_seq_len}")
+    return ids
+
+
+def fill_mask(model, params, tokenizer, texts: list[str], *, top_k: int = 5, max_seq_len: int = 128):
+    """For each text, for each [MASK] in it, the `top_k` (token, probability) pairs."""
+    encoded = [encode_with_masks(tokenizer, t, max_seq_len) for t in texts]
+    length = max(len(ids) for ids in encoded)
+    input_ids = np.full((len(texts), length), tokenizer.pad_id, np.int32)
+    for row, ids in enumerate(encoded):
+        input_ids[row, : len(ids)] = ids
+    attention_mask = (np.arange(length)[None, :] < np.array([len(ids) for ids in encoded])[:, None]).astype(np.int32)
+    logits = _logits(model, params, jnp.asarray(input_ids), jnp.asarray(attention_mask))
+    probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+    results = []
+    for row, ids in enumerate(encoded):
+        per_mask = []
+        for pos in np.flatnonzero(np.asarray(ids) == tokenizer.mask_id):
+            best = np.argsort(-probs[row, pos])[:top_k]
+            per_mask.append([(tokenizer.vocab[i], float(probs[row, pos, i])) for i in best])
+        results.append(per_mask)
+    return results
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits(model, params, input_ids, attention_mask):
+    return model.apply({"params": params}, input_ids, attention_mask=attention_mask).mlm_logits

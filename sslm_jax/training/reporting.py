@@ -1,0 +1,108 @@
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files, a PNG of the curves, and a progress bar.
+
+Only process 0 writes. `metrics.jsonl` holds one JSON object per logged step (`step`, `loss`, `mlm_accuracy`,
+..., and `eval_*` keys on evaluation steps); a resumed run first drops the records after the step it resumes
+from, so the file reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+from typing import Any, Mapping
+
+import jax
+import numpy as np
+
+# Curves drawn in the PNG, as (metric key, panel title). Missing keys are skipped.
+PLOTTED = (("loss", "training loss"), ("mlm_accuracy", "masked-token accuracy"), ("learning_rate", "learning rate"))
+
+
+def _plain(value: Any) -> Any:
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+
+
+class MetricsWriter:
+    """Writes scalars to metrics.jsonl, TensorBoard (train/ and eval/ runs) and a PNG of the curves."""
+
+    def __init__(self, workdir: str | os.PathLike, *, resume_step: int = 0, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.workdir = pathlib.Path(workdir)
+        self.jsonl = self.workdir / "metrics.jsonl"
+        self.png = self.workdir / "curves.png"
+        self.records: list[dict[str, Any]] = []
+        self._tb: dict[str, Any] = {}
+        if not self.enabled:
+            return
+        if self.jsonl.exists():
+            kept = [r for r in map(json.loads, self.jsonl.read_text().splitlines()) if r["step"] <= resume_step]
+            self.records = kept
+            tmp = self.jsonl.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.jsonl)
+
+    def _writer(self, split: str):
+        if split not in self._tb:
+            from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
+
+            self._tb[split] = SummaryWriter(str(self.workdir / "tensorboard" / split))
+        return self._tb[split]
+
+    def write(self, step: int, metrics: Mapping[str, Any], *, split: str = "train") -> None:
+        """Record scalars at `step`; eval metrics are stored in the JSON with an `eval_` prefix."""
+        if not self.enabled:
+            return
+        scalars = {k: _plain(v) for k, v in metrics.items() if np.ndim(v) == 0}
+        writer = self._writer(split)
+        for key, value in scalars.items():
+            writer.add_scalar(key, value, step)
+        writer.flush()
+        prefix = "" if split == "train" else f"{split}_"
+        record = {"step": int(step), **{prefix + k: v for k, v in scalars.items()}}
+        if self.records and self.records[-1]["step"] == step:  # train and eval at the same step: one line
+            self.records[-1].update(record)
+            self._rewrite_last()
+        else:
+            self.records.append(record)
+            with self.jsonl.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _rewrite_last(self) -> None:
+        lines = self.jsonl.read_text().splitlines()
+        lines[-1] = json.dumps(self.records[-1])
+        tmp = self.jsonl.with_suffix(".jsonl.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(self.jsonl)
+
+    def plot(self) -> None:
+        """Redraw curves.png: training curves with the eval points of the same metric on top."""
+        if not self.enabled or not self.records:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display on TPU VMs, in CI or in notebooks' background threads
+        import matplotlib.pyplot as plt
+
+        panels = [(k, t) for k, t in PLOTTED if any(k in r or f"eval_{k}" in r for r in self.records)]
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+        for ax, (key, title) in zip(axes[0], panels):
+            for name, style in ((key, "-"), (f"eval_{key}", "o-")):
+                points = [(r["step"], r[name]) for r in self.records if name in r and math.isfinite(r[name])]
+                if points:
+                    ax.plot(*zip(*points), style, label="eval" if name.startswith("eval_") else "train", ms=3)
+            ax.set_title(title)
+            ax.set_xlabel("step")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        tmp = self.png.with_suffix(".tmp.png")
+        fig.savefig(tmp, dpi=90)
+        plt.close(fig)
+        tmp.replace(self.png)
+
+    def close(self) -> None:
+        for writer in self._tb.values():
+            writer.close()
