@@ -37,16 +37,32 @@ def activation(name: str) -> Callable[[Array], Array]:
     return ACTIVATIONS[name]
 
 
+class LogicallyPartitioned(nn.LogicallyPartitioned):
+    """`nn.LogicallyPartitioned` that skips the sharding constraint while the value is not yet in its named shape.
+
+    `nn.DenseGeneral` with several feature axes (q/k/v: [embed, heads, kv]) initialises a flat 2-D kernel and
+    unboxes it before reshaping; under logical-axis rules and a mesh (the jitted train step, where Flax re-runs
+    the init abstractly to check shapes) the 3-name constraint on the 2-D value would fail.
+    """
+
+    def unbox(self, apply_constraint=True):
+        return super().unbox(apply_constraint=apply_constraint and jnp.ndim(self.value) == len(self.names))
+
+
+def _partitioned(init, axes: tuple[str | None, ...]):
+    return lambda *args, **kwargs: LogicallyPartitioned(init(*args, **kwargs), axes)
+
+
 def normal_init(stddev: float, axes: tuple[str | None, ...]):
-    return nn.with_logical_partitioning(nn.initializers.normal(stddev), axes)
+    return _partitioned(nn.initializers.normal(stddev), axes)
 
 
 def zeros_init(axes: tuple[str | None, ...]):
-    return nn.with_logical_partitioning(nn.initializers.zeros_init(), axes)
+    return _partitioned(nn.initializers.zeros_init(), axes)
 
 
 def ones_init(axes: tuple[str | None, ...]):
-    return nn.with_logical_partitioning(nn.initializers.ones_init(), axes)
+    return _partitioned(nn.initializers.ones_init(), axes)
 
 
 def layer_norm(eps: float, dtype: DType, param_dtype: DType, name: str | None = None) -> nn.LayerNorm:
