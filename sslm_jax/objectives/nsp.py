@@ -1,0 +1,38 @@
+"""Next-sentence (NSP) or sentence-order (SOP) prediction loss and accuracy, as sums over examples.
+
+Labels follow Hugging Face: 0 = "B follows A" (is next / in order), 1 = random next (NSP) or swapped (SOP).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+
+
+def nsp_loss_and_metrics(logits: Array, labels: Array, weights: Array | None = None) -> dict[str, Array]:
+    """Weighted cross-entropy sum, correct count and example count of a two-way sentence-pair head.
+
+    Args:
+      logits: [B, 2] scores (any float dtype; computed in float32).
+      labels: [B] int, 0 or 1.
+      weights: [B] 1.0 for real examples, 0.0 for the padding rows of a final eval batch; None = all ones.
+
+    Returns:
+      dict of float32 scalars `nsp_loss_sum`, `nsp_correct`, `nsp_count`.
+
+    Example: logits [[2, 0], [2, 0]], labels [0, 1], weights [1, 0] gives nsp_loss_sum ≈ 0.127,
+    nsp_correct = 1, nsp_count = 1 (the padded second row is ignored).
+    """
+    logits = logits.astype(jnp.float32)
+    labels = labels.astype(jnp.int32)
+    weights = jnp.ones(labels.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return {
+        "nsp_loss_sum": jnp.sum(nll * weights),
+        "nsp_correct": jnp.sum(correct * weights),
+        "nsp_count": jnp.sum(weights),
+    }
