@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.eval_files = ""  # glob(s) for the held-out split; "" holds out `eval_fraction` of the documents.
     c.data.format = "text"  # text (blank-line separated documents) | lines (one document per line) | jsonl | tsv | csv
     c.data.text_field = "text"  # jsonl field / tsv-csv column / TFDS feature holding the text.
+    # (task="classify": one text column, or two comma-separated for sentence pairs: "sentence1,sentence2".)
     c.data.tfds_name = ""  # e.g. "wikipedia/20230601.en", "c4/en", "imdb_reviews/plain_text".
     c.data.tfds_train_split = "train"
     c.data.tfds_eval_split = ""  # "" holds out `eval_fraction` of the train split.
@@ -52,6 +53,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.short_seq_prob = 0.1  # google-research/bert: sometimes shorter pair sequences to reduce the skew.
     c.data.segment_attention = False  # packed sequences: attend only within each document.
     c.data.shuffle_buffer = 10_000  # examples (sequences) in the shuffle buffer.
+    # Fine-tuning (task="classify"; sslm_jax/data/finetuning.py): labelled tfds data or tsv/csv/jsonl files.
+    c.data.label_field = "label"  # tsv-csv column / jsonl field / TFDS feature holding the label.
+    c.data.label_names = ()  # class names in label-id order; () = TFDS ClassLabel names or the train files' labels.
+    c.data.num_labels = 0  # 0: as many as label names (a float TFDS label: regression); 1: regression; n: checked.
+    c.data.metrics = ""  # glue_metrics names, comma-separated, first = headline; "" = GLUE's for the task, or accuracy.
     c.data.prefetch = 2  # batches prefetched to device.
 
     # --- Optimisation ---------------------------------------------------------------------------------------
@@ -81,5 +87,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.eval_every_steps = 500
     c.eval_steps = 20  # batches per evaluation; 0 evaluates the whole held-out split.
     c.log_every_steps = 50
+    c.peak_tflops_per_device = 0.0  # for the MFU estimate; 0 looks the device kind up (TPUs, recent NVIDIA GPUs).
     c.fill_mask_examples = ()  # sentences with [MASK] whose top predictions are logged at the end.
     return c

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from absl import app, flags
+from ml_collections import config_flags
 
 from sslm_jax.errors import SslmError
 
@@ -32,7 +33,33 @@ flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip acc
 flags.DEFINE_string("format", "text", "train-tokenizer: text | lines | jsonl | tsv | csv.")
 flags.DEFINE_string("text-field", "text", "train-tokenizer: jsonl field or tsv/csv column with the text.")
 
+# --- pretrain / finetune -------------------------------------------------------------------------------------
+config_flags.DEFINE_config_file(
+    "config", None, "pretrain / finetune: configs/NAME.py[:variant]; override fields with --config.key=value.",
+    lock_config=True,
+)  # fmt: skip
+flags.DEFINE_string("workdir", None, "pretrain / finetune / eval / predict / fill-mask / export-hf: the run's folder.")
+
 FLAGS = flags.FLAGS
+
+
+def _train(argv, task: str):
+    from sslm_jax.training.loop import train_and_evaluate
+
+    if FLAGS.config is None:
+        raise SslmError(f"--config is required, e.g. --config=configs/{'bert_demo' if task == 'pretrain' else 'glue'}.py")
+    if not FLAGS.workdir:
+        raise SslmError("--workdir is required: the folder for checkpoints, metrics and the vocabulary")
+    if FLAGS.config.task != task:
+        raise SslmError(f"--config sets task={FLAGS.config.task!r}; use `sslm {'pretrain' if FLAGS.config.task == 'pretrain' else 'finetune'}`")
+    final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if final:
+        print("final eval: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()), flush=True)
+
+
+@command("pretrain", "pretrain a model: --config=configs/X.py[:variant] --workdir=DIR [--config.key=value ...]")
+def _pretrain(argv):
+    _train(argv, "pretrain")
 
 
 @command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")
@@ -72,4 +99,11 @@ def _main(argv):
 
 def run():
     """Console-script entry point."""
+    from sslm_jax.config_loading import config_dir_on_path
+
+    # Config files import their siblings (`from configs import base`): make that work from any directory
+    # before absl loads the file while parsing flags.
+    for arg in sys.argv[1:]:
+        if arg.startswith("--config="):
+            config_dir_on_path(arg.split("=", 1)[1])
     app.run(_main)
