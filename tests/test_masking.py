@@ -1,0 +1,261 @@
+"""Masking ops: worked examples (eagerly and inside tf.data), exact greedy, and statistics over > 1M tokens."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sslm_jax.data import masking
+
+PAD, UNK, CLS, SEP, MASK = 0, 100, 101, 102, 103
+SPECIAL = (PAD, CLS, SEP, MASK)
+N_WORDS, N_PIECES = 600, 300  # vocabulary: reserved ids 0..103, then whole words, then "##" pieces
+FIRST_WORD = 104
+FIRST_PIECE = FIRST_WORD + N_WORDS
+VOCAB = (
+    ["[PAD]"] + [f"[unused{i}]" for i in range(99)] + ["[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    + [f"w{i}" for i in range(N_WORDS)] + [f"##p{i}" for i in range(N_PIECES)]
+)  # fmt: skip
+IS_SPECIAL = np.isin(np.arange(len(VOCAB)), SPECIAL)
+
+
+def in_dataset(fn, *args):
+    """Runs fn on the (tensor) args inside a tf.data map, returns numpy results."""
+    ds = tf.data.Dataset.from_tensors(tuple(tf.convert_to_tensor(a) for a in args)).map(lambda *a: fn(*a))
+    return tf.nest.map_structure(lambda t: t.numpy(), next(iter(ds)))
+
+
+def both_ways(fn, *args):
+    eager = tf.nest.map_structure(lambda t: t.numpy(), fn(*[tf.convert_to_tensor(a) for a in args]))
+    graph = in_dataset(fn, *args)
+    tf.nest.map_structure(np.testing.assert_array_equal, eager, graph)
+    return eager
+
+
+# --- worked examples of each op -----------------------------------------------------------------------------
+
+
+def test_candidate_mask_example():
+    out = both_ways(
+        lambda ids, am: masking.candidate_mask(ids, am, is_special=IS_SPECIAL),
+        [[CLS, 107, 108, SEP, PAD]],
+        [[1, 1, 1, 1, 0]],
+    )
+    np.testing.assert_array_equal(out, [[False, True, True, False, False]])
+
+
+def test_word_starts_example():
+    piece = FIRST_PIECE
+    continuation = [tok.startswith("##") for tok in VOCAB]
+    ids = [[CLS, 107, piece, 109, SEP], [CLS, piece, piece + 1, 110, SEP]]
+    cands = [[False, True, True, True, False], [False, True, True, True, False]]
+    out = both_ways(lambda i, c: masking.word_starts(i, c, continuation=continuation), ids, cands)
+    # A "##" piece right after [CLS] (a word cut by packing) starts a word of its own.
+    np.testing.assert_array_equal(out, [[False, True, False, True, False], [False, True, False, True, False]])
+
+
+def test_num_to_predict_example():
+    cands = np.zeros([3, 128], bool)
+    cands[1, :3] = True
+    cands[2, 1:127] = True
+    out = both_ways(lambda c: masking.num_to_predict(c, rate=0.15, max_predictions=20), cands)
+    np.testing.assert_array_equal(out, [0, 1, 19])
+    out = both_ways(lambda c: masking.num_to_predict(c, rate=0.5, max_predictions=20), cands)
+    np.testing.assert_array_equal(out, [0, 2, 20])  # round(1.5) = 2, capped at 20
+
+
+def greedy_reference(lengths, num):
+    taken, total = [], 0
+    for length in lengths:
+        ok = 0 < length and total + length <= num
+        taken.append(ok)
+        total += length if ok else 0
+    return taken
+
+
+def test_greedy_fill_equals_sequential_greedy():
+    rng = np.random.default_rng(0)
+    lengths = rng.choice([0, 1, 1, 2, 3, 5], size=[300, 24]).astype(np.int32)
+    nums = rng.integers(0, 12, size=[300]).astype(np.int32)
+    out = both_ways(masking._greedy_fill, lengths, nums)
+    expected = [greedy_reference(lengths[i], nums[i]) for i in range(len(nums))]
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(both_ways(masking._greedy_fill, [[2, 3, 1, 1]], [3]), [[True, False, True, False]])
+
+
+def test_select_tokens_and_words_examples():
+    # 64 copies of one row: each row draws its own random keys.
+    cands = [[False, True, True, True, True]] * 64
+    starts = [[False, True, False, True, True]] * 64
+    seed = tf.constant([3, 4], tf.int64)
+    out = both_ways(lambda c, n: masking.select_tokens(c, n, max_predictions=3, seed=seed), cands, [2] * 64)
+    assert np.all(out.sum(1) == 2) and not out[:, 0].any() and out.any(0)[1:].all()
+    out = both_ways(lambda c, st, n: masking.select_words(c, st, n, seed=seed), cands, starts, [2] * 64)
+    rows = {tuple(r) for r in out.tolist()}
+    assert rows == {(False, True, True, False, False), (False, False, False, True, True)}  # never half a word
+
+
+def test_gather_predictions_example():
+    out = both_ways(
+        lambda ids, sel: masking.gather_predictions(ids, sel, max_predictions=3),
+        [[CLS, 107, 108, 109, SEP]],
+        [[False, True, False, True, False]],
+    )
+    positions, labels, weights = out
+    np.testing.assert_array_equal(positions, [[1, 3, 0]])
+    np.testing.assert_array_equal(labels, [[107, 109, 0]])
+    np.testing.assert_array_equal(weights, [[1.0, 1.0, 0.0]])
+
+
+def test_replace_predictions_example():
+    pool = list(range(FIRST_WORD, len(VOCAB)))
+    seed = tf.constant([1, 1], tf.int64)
+    out = both_ways(
+        lambda ids, pos, w: masking.replace_predictions(ids, pos, w, mask_id=MASK, replacement_ids=pool, seed=seed),
+        [[CLS, 107, 108, SEP]] * 64,
+        [[1, 2, 0]] * 64,
+        [[1.0, 1.0, 0.0]] * 64,
+    )
+    assert np.all(out[:, 0] == CLS) and np.all(out[:, 3] == SEP)  # the padding prediction (position 0) changes nothing
+    new, orig = out[:, 1:3], np.array([107, 108])
+    kinds = {"mask" if t == MASK else "same" if t == o else "random" for t, o in zip(new.ravel(), np.tile(orig, 64))}
+    assert kinds == {"mask", "same", "random"}
+
+
+def test_masker_example_and_tf_data():
+    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, max_predictions=4, whole_word=True)
+    ids = [[CLS, 107, FIRST_PIECE, 108, SEP, 109, 110, SEP], [CLS, 111, 112, SEP, 0, 0, 0, 0]]
+    am = [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]
+    seed = tf.constant([0, 7], tf.int64)
+    out = both_ways(lambda i, a: masker(i, a, seed=seed), ids, am)
+    assert set(out) == {"input_ids", "masked_positions", "masked_ids", "masked_weights"}
+    assert out["masked_positions"].shape == (2, 4) and out["masked_weights"].dtype == np.float32
+    # 5 and 2 candidates at rate 0.15 -> round(0.75) = 1 and max(1, round(0.3)) = 1 prediction.
+    np.testing.assert_array_equal(out["masked_weights"].sum(1), [1, 1])
+    assert masker.replacement_ids[0] == FIRST_WORD  # no special or [unused] token is a random replacement
+
+
+# --- statistics ------------------------------------------------------------------------------------------
+
+
+def synthetic_batch(rng, rows, length=128):
+    """Rows `[CLS] words [SEP] pad`: words of 1-3 pieces, some [UNK]s, and inner [SEP]/[MASK] tokens (as in packed
+    rows or text that writes "[MASK]"); also returns the word index of every slot (-1 outside words)."""
+    ids = np.zeros([rows, length], np.int32)
+    word = np.full([rows, length], -1)
+    real = rng.integers(64, length - 1, size=rows)  # tokens between [CLS] and [SEP]
+    for r in range(rows):
+        sizes = rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15], size=length)
+        index = np.repeat(np.arange(length), sizes)[: real[r]]  # word of each token
+        first = np.concatenate([[True], index[1:] != index[:-1]])
+        tokens = np.where(first, FIRST_WORD + rng.integers(N_WORDS, size=real[r]), FIRST_PIECE + rng.integers(N_PIECES, size=real[r]))
+        tokens = np.where(first & (rng.random(real[r]) < 0.02), UNK, tokens)
+        special = first & (rng.random(real[r]) < 0.03)  # a one-token special "word"
+        special_word = np.isin(index, index[special])
+        tokens = np.where(special_word, rng.choice([SEP, MASK], size=real[r]), tokens)
+        keep = ~special_word | first  # a special replaces its whole word by one token
+        tokens, index = tokens[keep], np.where(special_word, -1, index)[keep]
+        ids[r, 0], ids[r, 1 : 1 + len(tokens)], ids[r, 1 + len(tokens)] = CLS, tokens, SEP
+        word[r, 1 : 1 + len(tokens)] = index
+    return ids, (ids != PAD).astype(np.int32), word
+
+
+@pytest.mark.parametrize("whole_word", [False, True])
+def test_masking_statistics(whole_word):
+    rate, max_predictions, rows, batches = 0.15, 20, 1024, 12  # ~1.15M real tokens
+    rng = np.random.default_rng(1)
+    masker = masking.Masker.from_vocab(
+        VOCAB, special_ids=SPECIAL, mask_id=MASK, rate=rate, max_predictions=max_predictions, whole_word=whole_word
+    )
+    fn = tf.function(lambda i, a, s: masker(i, a, seed=s))
+    n_candidates = n_selected = n_expected = 0
+    n_mask = n_same = n_random = 0
+    replacements = []
+    for b in range(batches):
+        ids, am, word = synthetic_batch(rng, rows)
+        out = {k: v.numpy() for k, v in fn(ids, am, tf.constant([5, b], tf.int64)).items()}
+        cand = (am == 1) & ~IS_SPECIAL[ids]
+        n_candidates += cand.sum()
+        w = out["masked_weights"] > 0
+        pos = out["masked_positions"]
+        assert np.all(pos[~w] == 0) and np.all(out["masked_ids"][~w] == 0)
+        rows_idx = np.broadcast_to(np.arange(rows)[:, None], pos.shape)
+        sel = np.zeros_like(cand)
+        sel[rows_idx[w], pos[w]] = True
+        assert sel.sum() == w.sum()  # positions are distinct
+        # Never a special token or padding; labels are the original ids; increasing positions.
+        assert np.all(cand[sel])
+        np.testing.assert_array_equal(out["masked_ids"][w], ids[rows_idx[w], pos[w]])
+        assert np.all(w[:, :-1] >= w[:, 1:])  # real predictions first, then padding
+        assert np.all(np.diff(pos, axis=1)[w[:, 1:]] > 0)  # in increasing position order
+        # Unselected positions are untouched.
+        np.testing.assert_array_equal(out["input_ids"][~sel], ids[~sel])
+        # Exact count per row (token units); whole words fill the count unless no remaining word fits.
+        target = np.minimum(max_predictions, np.maximum(1, np.round(cand.sum(1) * rate))).astype(int)
+        n_expected += target.sum()
+        n_selected += sel.sum()
+        if whole_word:
+            assert np.all(sel.sum(1) <= target)
+            # Every word is selected entirely or not at all.
+            in_word = word >= 0
+            key = (np.arange(rows)[:, None] * 1000 + word)[in_word]
+            pieces = np.bincount(key, minlength=rows * 1000)
+            chosen = np.bincount(key, weights=sel[in_word], minlength=rows * 1000)
+            assert np.all((chosen == 0) | (chosen == pieces))
+            assert np.all(sel[~in_word] == False)  # noqa: E712
+        else:
+            np.testing.assert_array_equal(sel.sum(1), target)
+        new, orig = out["input_ids"][sel], ids[sel]
+        n_mask += (new == MASK).sum()
+        n_same += (new == orig).sum()
+        random = (new != MASK) & (new != orig)
+        n_random += random.sum()
+        replacements.append(new[random])
+    assert n_candidates > 1_000_000
+
+    def within_3_sigma(count, total, p):
+        sigma = np.sqrt(p * (1 - p) / total)
+        assert abs(count / total - p) < 3 * sigma, (count / total, p, sigma)
+
+    within_3_sigma(n_selected, n_candidates, rate)
+    if whole_word:  # nearly every row is filled exactly
+        assert n_selected >= 0.999 * n_expected
+    pool = len(masker.replacement_ids)
+    within_3_sigma(n_mask, n_selected, 0.8)
+    within_3_sigma(n_same, n_selected, 0.1 + 0.1 / pool)  # a random token may equal the original
+    within_3_sigma(n_random, n_selected, 0.1 * (1 - 1 / pool))
+    replacements = np.concatenate(replacements)
+    assert not np.any(IS_SPECIAL[replacements]) and replacements.min() >= FIRST_WORD  # no special, no [unused]
+    # Replacements are uniform over the pool: chi-square within 5 sigma of its degrees of freedom.
+    counts = np.bincount(replacements - FIRST_WORD, minlength=pool)
+    expected = len(replacements) / pool
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert abs(chi2 - (pool - 1)) < 5 * np.sqrt(2 * (pool - 1))
+
+
+def test_token_selection_is_uniform_over_positions():
+    """Each candidate is equally likely to be chosen, wherever it sits in the row (3 sigma per position bin)."""
+    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, max_predictions=20)
+    ids = np.full([4096, 128], FIRST_WORD, np.int32)
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    am = np.ones_like(ids)
+    hits = np.zeros(128)
+    for b in range(4):
+        out = masker(ids, am, seed=tf.constant([9, b], tf.int64))
+        pos, w = out["masked_positions"].numpy(), out["masked_weights"].numpy() > 0
+        hits += np.bincount(pos[w], minlength=128)
+    p = 19 / 126
+    bins = hits[1:127].reshape(6, 21).sum(1)
+    trials = 4 * 4096 * 21
+    sigma = np.sqrt(trials * p * (1 - p))
+    assert np.all(np.abs(bins - trials * p) < 3 * sigma), bins
+    assert hits[0] == 0 and hits[127] == 0
+
+
+def test_masking_is_deterministic_per_seed():
+    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, whole_word=True)
+    ids, am, _ = synthetic_batch(np.random.default_rng(3), 16)
+    a = masker(ids, am, seed=tf.constant([1, 2], tf.int64))
+    b = masker(ids, am, seed=tf.constant([1, 2], tf.int64))
+    c = masker(ids, am, seed=tf.constant([1, 3], tf.int64))
+    tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    assert not np.array_equal(a["masked_positions"], c["masked_positions"])
