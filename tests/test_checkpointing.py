@@ -212,12 +212,12 @@ def test_existing_step_is_not_saved_again(tmp_path, vocab_path):
 # --- Resuming -----------------------------------------------------------------------------------------------------
 
 
-def resume(workdir, built, *, config=None, init_from="", data_iterator=None):
+def resume(workdir, built, *, config=None, init_from="", data_iterator=None, vocab_path=None):
     config = config or make_config()
     manager = ckpt.create_manager(workdir, config=config)
     return ckpt.restore_or_init(
         manager, abstract_state=built.abstract, init_fn=built.init, init_from=init_from, config=config,
-        data_iterator=data_iterator,
+        data_iterator=data_iterator, vocab_path=vocab_path,
     )  # fmt: skip
 
 
@@ -232,7 +232,7 @@ def test_resume_onto_another_mesh(tmp_path, vocab_path, save_mesh, restore_mesh)
     saved, saved_iterator = save_run(tmp_path / "run", vocab_path, steps=5, mesh_shape=save_mesh)
     built = Built("pretraining", restore_mesh, seed=1)
     iterator = CountingIterator()
-    state, start_step, how = resume(tmp_path / "run", built, data_iterator=iterator)
+    state, start_step, how = resume(tmp_path / "run", built, data_iterator=iterator, vocab_path=vocab_path)
     assert (how, start_step, int(state.step)) == ("resumed", 5, 5)
     assert_trees_equal(state, saved)
     assert_sharded_like(state, built.abstract)
@@ -276,6 +276,22 @@ def test_checkpoint_of_another_model_is_refused_and_kept(tmp_path, vocab_path, o
     assert snapshot(tmp_path / "run") == before
 
 
+def test_other_vocabulary_is_refused(tmp_path, vocab_path):
+    """Same size, other tokens: resuming or starting from the checkpoint would scramble the embeddings."""
+    save_run(tmp_path / "run", vocab_path, steps=2)
+    shuffled = tmp_path / "other_vocab.txt"
+    tokens = vocab_path.read_text().splitlines()
+    shuffled.write_text("\n".join(tokens[:104] + tokens[104:][::-1]) + "\n")
+    saved_vocab = tmp_path / "run" / "checkpoints" / "2" / "vocab" / "vocab.txt"
+    with pytest.raises(CheckpointError, match=rf"^vocabulary {shuffled} is not {saved_vocab}"):
+        resume(tmp_path / "run", Built("pretraining", (1, 8)), data_iterator=CountingIterator(), vocab_path=shuffled)
+    with pytest.raises(CheckpointError, match=rf"^vocabulary {shuffled} is not {saved_vocab}"):
+        resume(
+            tmp_path / "finetune", Built("classifier", (1, 8)), config=make_config(task="classify"),
+            init_from=str(tmp_path / "run"), vocab_path=shuffled,
+        )  # fmt: skip
+
+
 def test_state_that_does_not_fit_is_refused(tmp_path, vocab_path):
     save_run(tmp_path / "run", vocab_path, steps=2)  # adamw: opt_state holds mu and nu
     with pytest.raises(CheckpointError, match="does not fit this run's train state: opt_state/"):
@@ -297,6 +313,34 @@ def test_data_position_must_match(tmp_path, vocab_path):
     assert resume(tmp_path / "nodata", built, data_iterator=None)[2] == "resumed"
 
 
+def test_real_pipeline_iterator_continues_bit_identically(tmp_path, vocab_path):
+    """The input pipeline's PipelineIterator (a tf.data checkpoint) saved and restored through an Orbax step."""
+    pretraining = pytest.importorskip("sslm_jax.data.pretraining")
+    tf = pytest.importorskip("tensorflow")
+
+    def dataset():
+        ds = tf.data.Dataset.range(10_000).shuffle(64, seed=1, reshuffle_each_iteration=True).repeat()
+        return ds.map(lambda x: {"x": x * 3}).batch(4)
+
+    config = make_config()
+    built = Built("pretraining", (1, 8))
+    iterator = pretraining.PipelineIterator(dataset())
+    for _ in range(5):
+        next(iterator)
+    manager = ckpt.create_manager(tmp_path / "run", config=config)
+    ckpt.save_checkpoint(
+        manager, 5, state=built.trained(5), config=config, vocab_path=vocab_path, data_iterator=iterator, force=True
+    )
+    uninterrupted = [next(iterator)["x"] for _ in range(3)]  # while Orbax may still be writing
+    manager.wait_until_finished()
+
+    restored = pretraining.PipelineIterator(dataset())
+    _, start_step, _ = resume(tmp_path / "run", built, data_iterator=restored)
+    assert start_step == 5
+    for expected in uninterrupted:
+        np.testing.assert_array_equal(next(restored)["x"], expected)
+
+
 # --- init_from: parameters only -----------------------------------------------------------------------------------
 
 
@@ -306,7 +350,9 @@ def test_init_from_pretraining_checkpoint_into_classifier(tmp_path, vocab_path, 
     init_from = tmp_path / "pretrain" if point_at == "workdir" else tmp_path / "pretrain" / "checkpoints" / "3"
     built = Built("classifier", (2, 4), seed=7)
     config = make_config(task="classify")
-    state, start_step, how = resume(tmp_path / "finetune", built, config=config, init_from=str(init_from))
+    state, start_step, how = resume(
+        tmp_path / "finetune", built, config=config, init_from=str(init_from), vocab_path=vocab_path
+    )
     assert (how, start_step, int(state.step)) == ("init_from", 0, 0)
     assert_trees_equal(state.params["bert"], source.params["bert"])  # encoder and pooler copied
     assert_trees_equal(state.params["classifier"], built.host.params["classifier"])  # the new head stays fresh

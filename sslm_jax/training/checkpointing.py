@@ -256,6 +256,17 @@ def _check_same_model(checkpoint_dir: epath.Path, config: ml_collections.ConfigD
             )
 
 
+def _check_same_vocab(vocab_path, saved_vocab: epath.Path, source: epath.Path) -> None:
+    """CheckpointError if the run's vocabulary lists other tokens than the one `source` was trained with."""
+    if vocab_path is None or not saved_vocab.exists():
+        return
+    if epath.Path(vocab_path).read_text().splitlines() != saved_vocab.read_text().splitlines():
+        raise CheckpointError(
+            f"vocabulary {vocab_path} is not {saved_vocab}, the one {source} was trained with: set "
+            f"data.vocab_path={saved_vocab} (or use another workdir)"
+        )
+
+
 def _check_fits(checkpoint_dir: epath.Path, abstract_state) -> None:
     """CheckpointError naming the first leaf whose path or shape differs between the checkpoint and the run."""
     saved = ocp.tree.to_flat_dict(ocp.PyTreeCheckpointHandler().metadata(checkpoint_dir / STATE_ITEM).tree)
@@ -425,6 +436,7 @@ def restore_or_init(
     init_from: str,
     config: ml_collections.ConfigDict,
     data_iterator,
+    vocab_path: str | os.PathLike | None = None,
 ) -> tuple[Any, int, str]:
     """The one restore policy: resume the workdir's latest checkpoint, else start from `init_from`, else fresh.
 
@@ -437,18 +449,22 @@ def restore_or_init(
         preempted fine-tuning run continues from its own checkpoint.
       config: this run's config (with `model.vocab_size` resolved); compared with the checkpoint's before restoring.
       data_iterator: restored to its saved position when resuming; None leaves the data position out.
+      vocab_path: this run's vocabulary file, compared with the one saved with the checkpoint (or the Hugging Face
+        directory's vocab.txt): a different token list would silently scramble the embeddings. None skips the check.
 
     Returns:
       (state, start_step, how): `start_step` is the step of the restored checkpoint (0 otherwise); `how` is
       "resumed", "init_from" or "fresh".
 
     Raises CheckpointError, before anything is changed on disk, when the workdir's checkpoint belongs to another
-    model, was saved without a data position or by another number of hosts, or `init_from` points at nothing usable.
+    model or vocabulary, was saved without a data position or by another number of hosts, or `init_from` points at
+    nothing usable.
     """
     step = manager.latest_step()
     if step is not None:
         checkpoint_dir = manager.directory / str(step)
         _check_same_model(checkpoint_dir, config)
+        _check_same_vocab(vocab_path, checkpoint_dir / VOCAB_ITEM / VOCAB_FILE, checkpoint_dir)
         _check_fits(checkpoint_dir, abstract_state)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
@@ -460,7 +476,10 @@ def restore_or_init(
         logging.info("Resumed from %s.", checkpoint_dir)
         return restored[STATE_ITEM], step, "resumed"
     if init_from:
-        _resolve_init_from(init_from)  # fail on a bad path before the (possibly long) initialisation
+        # Fail on a bad path or vocabulary before the (possibly long) initialisation.
+        kind, source = _resolve_init_from(init_from)
+        source_vocab = source / VOCAB_ITEM / VOCAB_FILE if kind == "sslm" else source / VOCAB_FILE
+        _check_same_vocab(vocab_path, source_vocab, source)
         state = init_fn()
         loaded = load_params(init_from, params=state.params)
         return state.replace(params=loaded.params), 0, "init_from"
