@@ -17,7 +17,7 @@ together. The training loop uses it like this:
     manager = create_manager(workdir, config=config)            # fails early on an unwritable workdir
     state, start_step, how = restore_or_init(
         manager, abstract_state=abstract_state, init_fn=init_fn, init_from=config.init_from,
-        config=config, data_iterator=train_iter)                  # "resumed" | "init_from" | "fresh"
+        config=config, data_iterator=train_iter, vocab_path=vocab_path)  # "resumed" | "init_from" | "fresh"
     with PreemptionHandler() as preemption:
         for step in range(start_step + 1, config.total_steps + 1):
             state, metrics = train_step(state, next(train_iter), rng)
