@@ -284,6 +284,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         init_from=config.init_from,
         config=config,
         data_iterator=train_iter,
+        vocab_path=vocab_path,
     )
     logging.info("Start: %s at step %d.", how, start_step)
     eval_data = task.eval_data() if task.eval_data is not None else None
