@@ -182,6 +182,24 @@ def test_train_is_shuffled_repeated_and_deterministic(tmp_path, tok):
     assert all((b["example_weight"] == 1).all() for b in first_epochs)
 
 
+def test_train_position_resumes_exactly(tmp_path, tok):
+    from sslm_jax.data.pretraining import PipelineIterator
+
+    path = _write_tsv(tmp_path / "train.tsv", ["text", "label"], _reviews(10))
+    c = _data_config(source="files", format="tsv", train_files=str(path), eval_files=str(path))
+    make = lambda: ft.create_classification_dataset(c, tok, split="train", per_host_batch=3, seed=0)[0]  # noqa: E731
+    it = PipelineIterator(make())
+    for _ in range(4):  # past the first epoch boundary (10 examples) into a reshuffled epoch
+        next(it)
+    it.save(tmp_path / "position")
+    expected = [next(it) for _ in range(4)]
+    resumed = PipelineIterator(make())
+    resumed.restore(tmp_path / "position")
+    for want, got in zip(expected, (next(resumed) for _ in range(4))):
+        for key in want:
+            np.testing.assert_array_equal(want[key], got[key], err_msg=key)
+
+
 def test_eval_on_several_hosts_counts_every_example_once(tmp_path, tok):
     process_count = 3
     rows = _reviews(10)
@@ -299,6 +317,8 @@ def test_bad_files_are_one_line_errors_naming_file_and_setting(tmp_path, tok):
     assert kind is ConfigError and "data.text_field" in msg
     kind, msg = _error(_data_config(source="stdlib"), tok)
     assert "data.source='stdlib'" in msg
+    kind, msg = _error(files(max_seq_len=3), tok)
+    assert kind is ConfigError and "data.max_seq_len=3" in msg
 
     ragged = tmp_path / "ragged.tsv"
     ragged.write_text("text\tlabel\nfine\tpos\nan extra\ttab\tneg\n")

@@ -108,6 +108,8 @@ def create_classification_dataset(
         raise ConfigError(f"per-host batch size {per_host_batch} must be at least 1")
     if not 0 <= process_index < process_count:
         raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
+    if data_config.max_seq_len < 4:  # [CLS] a [SEP] b [SEP] needs at least one token of text
+        raise ConfigError(f"data.max_seq_len={data_config.max_seq_len} leaves no room for text; use 4 or more")
     if data_config.source == "tfds":
         source = _TfdsSource(data_config, split=split)
     elif data_config.source == "files":
@@ -118,11 +120,6 @@ def create_classification_dataset(
         )
     info = source.info
     pair = info.is_pair
-    min_len = 3 if pair else 2
-    if data_config.max_seq_len < min_len + 1:
-        raise ConfigError(
-            f"data.max_seq_len={data_config.max_seq_len} leaves no room for text beside the special tokens"
-        )
     host_counts = source.host_counts(process_count)
     examples = source.examples(process_index=process_index, process_count=process_count, seed=seed)
     encode = make_encoder(tokenizer, max_seq_len=data_config.max_seq_len, batch_size=per_host_batch, pair=pair)
@@ -132,19 +129,23 @@ def create_classification_dataset(
                 f"{source.where}: {info.num_examples} train examples cannot be shared by {process_count} hosts"
             )
         ds = examples.shuffle(data_config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.map(lambda ex: {**ex, "example_weight": tf.constant(1.0)})
+        ds = ds.map(_real_example)
     else:
         # Every host must run the same number of eval steps (the step is a collective), so each pads its part to
         # the largest host's batch count with weight-0 examples.
         num_batches = math.ceil(max(host_counts) / per_host_batch)
-        padding = {"text_a": "", "label": tf.zeros([], examples.element_spec["label"].dtype), "example_weight": 0.0}
+        blank = {"text_a": "", "label": tf.zeros([], examples.element_spec["label"].dtype), "example_weight": 0.0}
         if pair:
-            padding["text_b"] = ""
-        ds = examples.map(lambda ex: {**ex, "example_weight": tf.constant(1.0)})
-        ds = ds.concatenate(tf.data.Dataset.from_tensors(padding).repeat()).take(num_batches * per_host_batch)
+            blank["text_b"] = ""
+        padding = tf.data.Dataset.from_tensors(blank).repeat()
+        ds = examples.map(_real_example).concatenate(padding).take(num_batches * per_host_batch)
     ds = ds.batch(per_host_batch, drop_remainder=True)
     ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE), info
+
+
+def _real_example(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    return {**example, "example_weight": tf.constant(1.0)}
 
 
 # --- In-graph encoding ------------------------------------------------------------------------------------------
