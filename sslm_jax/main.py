@@ -6,6 +6,8 @@ one line `sslm <command>: error: ...` and exits with status 2.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 from absl import app, flags
@@ -64,7 +66,7 @@ def _pretrain(argv):
 
 @command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")
 def _train_tokenizer(argv):
-    from sslm_jax.data import sources, tokenizer
+    from sslm_jax.data import sources
 
     for name in ("input", "out"):
         if not FLAGS[name].value:
@@ -72,6 +74,8 @@ def _train_tokenizer(argv):
     docs = sources.file_documents(
         FLAGS["input"].value, format=FLAGS["format"].value, text_field=FLAGS["text-field"].value
     )
+    from sslm_jax.data import tokenizer  # after the input checks: TensorFlow's import is slow and noisy
+
     path = tokenizer.train_wordpiece(
         docs, vocab_size=FLAGS["vocab-size"].value, out_dir=FLAGS["out"].value, lower_case=FLAGS["lower-case"].value
     )
@@ -106,4 +110,21 @@ def run():
     for arg in sys.argv[1:]:
         if arg.startswith("--config="):
             config_dir_on_path(arg.split("=", 1)[1])
+    # TensorFlow's C++ start-up chatter (no CUDA driver, ...) says nothing about the run.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    app.call_after_init(_quiet_library_info)
     app.run(_main)
+
+
+class _LibraryInfoFilter(logging.Filter):
+    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+
+
+def _quiet_library_info():
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    absl_logging.get_absl_handler().addFilter(_LibraryInfoFilter())
