@@ -255,6 +255,17 @@ def test_training_from_a_dataset_and_alphabet_limit(tmp_path):
     assert vocab[112:120] == ["##" + c for c in vocab[104:112]]
 
 
+def test_training_from_file_globs_equals_training_from_their_documents(tmp_path):
+    docs = ["The cat sat on the mat.", "A dog sat on a log!", "Ünïcödé and 中文 text."]
+    (tmp_path / "a.txt").write_text(docs[0] + "\n\n" + docs[1] + "\n", encoding="utf-8")
+    (tmp_path / "b.txt").write_text(docs[2] + "\n", encoding="utf-8")
+    from_files = tokenization.train_wordpiece(str(tmp_path / "*.txt"), vocab_size=150, out_dir=tmp_path / "files")
+    from_docs = tokenization.train_wordpiece(iter(docs), vocab_size=150, out_dir=tmp_path / "docs")
+    assert from_files.read_bytes() == from_docs.read_bytes()
+    with pytest.raises(DataError, match="matches no file"):
+        tokenization.train_wordpiece([tmp_path / "nothing.txt"], vocab_size=150, out_dir=tmp_path / "none")
+
+
 def test_too_small_vocab_size_is_refused_before_writing(tmp_path):
     with pytest.raises(ConfigError, match="vocab_size=104"):
         tokenization.train_wordpiece(iter(["some text"]), vocab_size=104, out_dir=tmp_path / "out")

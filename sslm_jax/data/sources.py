@@ -1,0 +1,485 @@
+"""Where pretraining text comes from: files, TFDS, or the embedded offline corpus, as tf.data of documents.
+
+Every function returns a `tf.data.Dataset` of scalar tf.string documents for *this host*, in a deterministic order
+(shuffling is the pipeline's job):
+
+    file_documents("corpus/*.txt.gz")                          # blank-line-separated documents
+    file_documents("a.jsonl,b.jsonl", format="jsonl", text_field="text")
+    file_documents("train.tsv", format="tsv", text_field="sentence")
+    tfds_documents("wikipedia/20230601.en", split="train", text_field="text")   # prepared data only
+    stdlib_documents()                                         # offline: the Python standard library's docstrings
+    documents(config.data, split="train")                      # dispatch on config.data.source, with eval split
+
+Formats of `file_documents` (plain or .gz, read line by line, never whole):
+  text   documents separated by blank lines; a document's lines are joined with "\\n" (sentence boundaries of
+         one-sentence-per-line corpora survive). "A b\\nc\\n\\n\\nd\\n" -> ["A b\\nc", "d"].
+  lines  one document per non-blank line.
+  jsonl  one JSON object per line; the document is its top-level string field `text_field`, JSON escapes decoded.
+  tsv    a header row naming the columns, then one record per line; the document is column `text_field`. Fields
+         are taken literally (no quoting: SST-2/GLUE style). csv: the same with "," and "..." quoting (RFC 4180),
+         one record per line.
+Blank lines are skipped in every format.
+
+Invalid UTF-8: every document is passed through `tf.strings.unicode_transcode(..., errors="replace")`, so bytes
+that are not UTF-8 become U+FFFD (which the BERT normaliser then drops) instead of failing mid-training. A file
+with NUL bytes in its first 8 KiB is refused as binary (UTF-16 text included).
+
+Sharding across hosts: by file when there are at least `process_count` files (file i goes to host
+i % process_count), else every host reads every file and keeps every process_count-th document. TFDS splits are
+divided into contiguous, equal ranges of examples (`tfds.even_splits`).
+
+Errors that can be found before training (a glob that matches nothing, a binary or empty corpus, a missing jsonl
+field or tsv column, an unknown or unprepared TFDS dataset) raise `DataError` when the dataset is built, before
+TensorFlow is even imported for local files. A jsonl line further down that lacks the field stops the pipeline
+with an InvalidArgumentError naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import functools
+import glob
+import gzip
+import io
+import json
+import os
+import pathlib
+import sysconfig
+import zlib
+
+from sslm_jax.errors import ConfigError, DataError
+
+FORMATS = ("text", "lines", "jsonl", "tsv", "csv")
+SOURCES = ("stdlib", "files", "tfds")
+_SNIFF_BYTES = 8192
+_HASH_BUCKETS = 1_000_000  # resolution of the held-out eval split (eval_fraction in steps of 1e-6)
+
+
+def _tf():
+    """TensorFlow, imported on first use: bad paths are reported before its slow, noisy start-up."""
+    import tensorflow as tf
+
+    from sslm_jax.data.tf_setup import hide_accelerators_from_tf
+
+    hide_accelerators_from_tf()
+    return tf
+
+
+# --- Files ----------------------------------------------------------------------------------------------------
+
+
+def file_documents(
+    patterns: str | os.PathLike | list[str | os.PathLike],
+    *,
+    format: str = "text",  # noqa: A002 - the name users know from the config (`data.format`)
+    text_field: str = "text",
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """This host's documents from text files (formats, sharding and errors: see the module docstring).
+
+    Args:
+      patterns: a glob, comma-separated globs, or a list of globs/paths; local or any `tf.io.gfile` URL (gs://).
+      format: "text" | "lines" | "jsonl" | "tsv" | "csv".
+      text_field: the jsonl field or the tsv/csv column holding the text.
+      process_index, process_count: this host among all hosts.
+
+    Example: a file "a.txt" holding "Hello\\nworld\\n\\nBye\\n" -> file_documents("a.txt") yields
+    b"Hello\\nworld", b"Bye"; with format="lines": b"Hello", b"world", b"Bye".
+    """
+    _check_process(process_index, process_count)
+    if format not in FORMATS:
+        raise ConfigError(f"data format {format!r} is not one of {', '.join(FORMATS)}")
+    files = _expand(patterns)
+    by_file = len(files) >= process_count
+    if by_file:
+        files = files[process_index::process_count]
+    header = None
+    has_text = False
+    for path in files:
+        file_header, file_has_text = _inspect(path, format=format, text_field=text_field)
+        if header is not None and file_header != header:
+            raise DataError(f"{path} has columns {file_header} but {files[0]} has {header}; all files must agree")
+        header = file_header
+        has_text = has_text or file_has_text
+    if not has_text:
+        where = "this host's files" if by_file and process_count > 1 else "the corpus"
+        raise DataError(f"{where} matched by {_show(patterns)} is empty: no text in {len(files)} file(s)")
+
+    tf = _tf()
+    reader = functools.partial(_read_file, format=format, column=header.index(text_field) if header else None,
+                               num_columns=len(header) if header else 0, text_field=text_field)
+    compression = ["GZIP" if f.endswith(".gz") else "" for f in files]
+    docs = tf.data.Dataset.from_tensor_slices((files, compression)).flat_map(reader)
+    if not by_file:
+        docs = docs.shard(process_count, process_index)
+    return docs.map(_valid_utf8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _expand(patterns) -> list[str]:
+    """Globs -> sorted, de-duplicated file paths; each glob must match at least one file."""
+    if isinstance(patterns, (str, os.PathLike)):
+        patterns = [p.strip() for p in os.fspath(patterns).split(",")]
+    patterns = [os.fspath(p) for p in patterns if os.fspath(p)]
+    if not patterns:
+        raise DataError("no input files given: set a glob such as corpus/*.txt")
+    files: dict[str, None] = {}
+    for pattern in patterns:
+        if "://" in pattern:
+            gfile = _tf().io.gfile
+            matches = [m for m in sorted(gfile.glob(pattern)) if not gfile.isdir(m)]
+        else:
+            matches = [m for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)) if os.path.isfile(m)]
+        if not matches:
+            raise DataError(f"glob {pattern!r} matches no file")
+        files.update(dict.fromkeys(matches))
+    return list(files)
+
+
+def _open(path: str):
+    """Binary file object, decompressed for .gz."""
+    raw = _tf().io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")  # noqa: SIM115
+    return gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
+
+
+def _inspect(path: str, *, format: str, text_field: str) -> tuple[list[str] | None, bool]:  # noqa: A002
+    """Checks one file on the host: (tsv/csv header or None, whether the file holds any text)."""
+    try:
+        with _open(path) as f:
+            first = f.read(_SNIFF_BYTES)
+            if b"\x00" in first:
+                raise DataError(f"{path} looks binary (NUL bytes in its first {_SNIFF_BYTES} bytes); expected UTF-8 text")
+            stream = io.TextIOWrapper(io.BufferedReader(_Prefixed(first, f)), encoding="utf-8", errors="replace")
+            if format in ("text", "lines"):
+                return None, any(line.strip() for line in stream)
+            if format == "jsonl":
+                return None, _check_jsonl(path, stream, text_field)
+            return _check_table(path, stream, format=format, text_field=text_field)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read {path}: {e}") from e
+
+
+class _Prefixed(io.RawIOBase):
+    """A raw stream that replays already-read bytes, then continues with the file."""
+
+    def __init__(self, prefix: bytes, rest):
+        self._prefix, self._rest = prefix, rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if self._prefix:
+            n = min(len(buffer), len(self._prefix))
+            buffer[:n], self._prefix = self._prefix[:n], self._prefix[n:]
+            return n
+        data = self._rest.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _check_jsonl(path: str, lines, text_field: str) -> bool:
+    """The first non-blank line must be a JSON object with a string `text_field`; False if there is none."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number} is not a JSON object ({e}); format='jsonl' needs one per line") from e
+        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
+            keys = sorted(record) if isinstance(record, dict) else []
+            raise DataError(f"{path}:{number} has no string field {text_field!r} (fields: {keys}); set text_field")
+        return True
+    return False
+
+
+def _check_table(path: str, lines, *, format: str, text_field: str) -> tuple[list[str], bool]:  # noqa: A002
+    header_line = next(lines, "")
+    header = next(_csv_rows([header_line.lstrip("\ufeff")], format), [])
+    if text_field not in header:
+        raise DataError(f"{path} has no column {text_field!r} in its header {header}; set text_field")
+    return header, any(line.strip() for line in lines)
+
+
+def _csv_rows(lines, format: str):  # noqa: A002
+    if format == "tsv":
+        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    return csv.reader(lines)
+
+
+def _read_file(path, compression, *, format: str, column: int | None, num_columns: int, text_field: str):  # noqa: A002
+    """One file's documents, in-graph (runs inside `flat_map`)."""
+    tf = _tf()
+    lines = tf.data.TextLineDataset(path, compression_type=compression)  # strips "\n" and "\r\n"
+    if format == "text":
+        return _join_paragraphs(lines)
+    if format in ("tsv", "csv"):
+        lines = lines.skip(1)
+    lines = lines.filter(lambda line: tf.strings.length(tf.strings.strip(line)) > 0)
+    if format == "lines":
+        return lines
+    if format == "jsonl":
+        return lines.map(lambda line: _json_field_or_fail(line, text_field, path))
+    quoted = format == "csv"
+    return lines.map(
+        lambda line: tf.io.decode_csv(
+            line, [""] * num_columns, field_delim="," if quoted else "\t", use_quote_delim=quoted
+        )[column]
+    )
+
+
+def _join_paragraphs(lines):
+    """Lines -> documents separated by blank lines: ["a", "b", "", " ", "c"] -> ["a\\nb", "c"]."""
+    tf = _tf()
+
+    def step(state, line):
+        doc, num_lines = state
+        blank = tf.equal(tf.strings.strip(line), "")
+        grown = tf.cond(num_lines > 0, lambda: tf.strings.join([doc, line], "\n"), lambda: line)
+        emit = blank & (num_lines > 0)
+        return (tf.where(blank, "", grown), tf.where(blank, 0, num_lines + 1)), (emit, doc)
+
+    flushed = lines.concatenate(tf.data.Dataset.from_tensors(tf.constant("")))  # ends the last document
+    documents = flushed.scan((tf.constant(""), tf.constant(0)), step)
+    return documents.filter(lambda emit, doc: emit).map(lambda emit, doc: doc)
+
+
+def _valid_utf8(doc):
+    return _tf().strings.unicode_transcode(doc, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
+
+
+# --- JSON lines, in-graph ---------------------------------------------------------------------------------------
+
+# A JSON token: a string (with escapes), a structural character, or a bare literal (number, true, false, null).
+_JSON_TOKEN = r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+'
+_JSON_ESCAPE = r"\\u[0-9a-fA-F]{4}|\\."
+_SIMPLE_ESCAPES = {'\\"': '"', "\\\\": "\\", "\\/": "/", "\\b": "\b", "\\f": "\f", "\\n": "\n", "\\r": "\r", "\\t": "\t"}
+
+
+def json_string_field(lines, field: str):
+    """JSON objects [N] -> (the top-level string `field` of each, decoded [N] tf.string; found [N] bool).
+
+    Example: ['{"id": 1, "text": "a\\\\u00e9\\\\n"}', '{"meta": {"text": "x"}}'] with field "text"
+    -> (["aé\\n", ""], [True, False]): the nested "text" is not top-level. A repeated key gives its last value,
+    as Python's json.loads does. Keys are matched as written (a key spelled with escapes is not recognised).
+    """
+    import tensorflow_text as tf_text
+
+    tf = _tf()
+    lines = tf.strings.regex_replace(lines, "\\x00", "\ufffd")  # regex_split stops at NUL bytes
+    tokens = tf_text.regex_split(lines, _JSON_TOKEN + r"|\s+", _JSON_TOKEN)  # [N, (tokens)]
+    flat, row = tokens.flat_values, tokens.value_rowids()
+    opens = tf.cast(tf.strings.regex_full_match(flat, r"[\[{]"), tf.int64)
+    closes = tf.cast(tf.strings.regex_full_match(flat, r"[\]}]"), tf.int64)
+    before = tf.math.cumsum(opens - closes, exclusive=True)
+    row_start = tf.gather(tf.concat([before, [0]], 0), tokens.row_starts())
+    depth = before - tf.gather(row_start, row)  # nesting level at each token
+    next_token = tf.concat([flat[1:], [""]], 0)
+    same_row_next = tf.concat([tf.equal(row[1:], row[:-1]), [False]], 0)
+    is_key = tf.equal(flat, json.dumps(field)) & tf.equal(depth, 1) & tf.equal(next_token, ":") & same_row_next
+    # The value is two tokens after its key (`"text" : value`), in the same line. Last occurrence wins.
+    num_tokens = tf.size(flat, out_type=tf.int64)
+    candidate = tf.where(is_key, tf.range(num_tokens) + 2, -1)
+    chosen = tf.maximum(tf.math.unsorted_segment_max(candidate, row, tokens.nrows()), -1)  # -1: no key
+    safe = tf.where((chosen >= 0) & (chosen < num_tokens), chosen, num_tokens)  # num_tokens: the padding slot
+    value = tf.gather(tf.concat([flat, [""]], 0), safe)
+    value_row = tf.gather(tf.concat([row, [-1]], 0), safe)
+    found = tf.equal(value_row, tf.range(tokens.nrows())) & tf.strings.regex_full_match(value, r'(?s)".*"')
+    return tf.where(found, _json_unescape(value), ""), found
+
+
+def _json_unescape(quoted):
+    """JSON string literals [N] (with their quotes) -> decoded UTF-8 [N]: '"a\\\\tb\\\\ud83d\\\\ude00"' -> "a\\tb😀".
+
+    Lone surrogates become U+FFFD; an invalid escape such as \\\\x is kept as written.
+    """
+    import tensorflow_text as tf_text
+
+    tf = _tf()
+    body = tf.strings.regex_replace(quoted, r'(?s)^"(.*)"$', r"\1")
+    pieces = tf_text.regex_split(body, _JSON_ESCAPE, _JSON_ESCAPE)  # literal text and escapes, in order
+    flat = pieces.flat_values
+    is_unicode = tf.strings.regex_full_match(flat, _JSON_ESCAPE.split("|")[0])
+    hex_digits = tf.io.decode_raw(tf.strings.substr(tf.where(is_unicode, flat, "\\u0000"), 2, 4), tf.uint8, fixed_length=4)
+    digits = tf.cast(hex_digits, tf.int32)
+    digits = tf.where(digits <= ord("9"), digits - ord("0"), (digits | 0x20) - ord("a") + 10)
+    unit = tf.reduce_sum(digits * tf.constant([4096, 256, 16, 1]), axis=1)
+    high = is_unicode & (unit >= 0xD800) & (unit < 0xDC00)
+    low = is_unicode & (unit >= 0xDC00) & (unit < 0xE000)
+    same_row_next = tf.concat([tf.equal(pieces.value_rowids()[1:], pieces.value_rowids()[:-1]), [False]], 0)
+    pairs_with_next = high & tf.concat([low[1:], [False]], 0) & same_row_next
+    ends_pair = tf.concat([[False], pairs_with_next[:-1]], 0)
+    next_unit = tf.concat([unit[1:], [0]], 0)
+    code_point = tf.where(pairs_with_next, 0x10000 + (unit - 0xD800) * 0x400 + (next_unit - 0xDC00), unit)
+    code_point = tf.where((high | low) & ~pairs_with_next, 0xFFFD, code_point)
+    decoded = tf.strings.unicode_encode(code_point[:, tf.newaxis], "UTF-8")
+    out = tf.where(is_unicode, decoded, flat)
+    out = tf.where(ends_pair, "", out)
+    for escape, char in _SIMPLE_ESCAPES.items():
+        out = tf.where(tf.equal(flat, escape), char, out)
+    return tf.strings.reduce_join(pieces.with_flat_values(out), axis=1)
+
+
+def _json_field_or_fail(line, field: str, path):
+    tf = _tf()
+    value, found = json_string_field(line[tf.newaxis], field)
+    check = tf.debugging.Assert(
+        found[0], ["jsonl line without a string field", field, "in", path, ":", tf.strings.substr(line, 0, 200)]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(value[0])
+
+
+# --- TFDS -------------------------------------------------------------------------------------------------------
+
+
+def tfds_documents(
+    name: str,
+    *,
+    split: str,
+    text_field: str,
+    data_dir: str | None = None,
+    process_index: int = 0,
+    process_count: int = 1,
+):
+    """This host's share of the string feature `text_field` of a *prepared* TFDS dataset; never downloads.
+
+    Example: tfds_documents("imdb_reviews/plain_text", split="train", text_field="text") -> this host's
+    1/process_count of the 25,000 reviews, once `tfds build imdb_reviews` has prepared them.
+    """
+    _check_process(process_index, process_count)
+    tf = _tf()
+    import tensorflow_datasets as tfds
+
+    where = data_dir or "TFDS's default data_dir (~/tensorflow_datasets or $TFDS_DATA_DIR)"
+    try:
+        builder = tfds.builder(name, data_dir=data_dir or None)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise DataError(f"TFDS has no dataset named {name!r} (data.tfds_name); check the name and version") from e
+    if not builder.is_prepared():
+        raise DataError(
+            f"TFDS dataset {name!r} is not prepared in {where}; prepare it where there is internet access with "
+            f"`tfds build {name} --data_dir=DIR` and set data.tfds_data_dir=DIR (nothing is downloaded here)"
+        )
+    features = builder.info.features
+    if text_field not in features:
+        raise DataError(f"TFDS dataset {name!r} has no feature {text_field!r} (features: {sorted(features)})")
+    feature = features[text_field]
+    if feature.tf_dtype != tf.string or tuple(feature.shape) != ():
+        raise DataError(f"TFDS feature {name}:{text_field} is {feature.tf_dtype.name}{list(feature.shape)}, not a string")
+    try:
+        host_split = tfds.even_splits(split, n=process_count)[process_index]
+        examples = builder.as_dataset(split=host_split, shuffle_files=False)
+    except (ValueError, KeyError) as e:  # TFDS's message names the known splits
+        raise DataError(f"TFDS dataset {name!r} cannot read split {split!r}: {e}") from e
+    return examples.map(lambda example: _valid_utf8(example[text_field]))
+
+
+# --- The embedded offline corpus ----------------------------------------------------------------------------------
+
+_STDLIB_SKIP_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__", "pydoc_data"}
+_MIN_DOCSTRING_CHARS = 80  # shorter docstrings ("Return self.") are mostly boilerplate
+
+
+def stdlib_documents(*, process_index: int = 0, process_count: int = 1):
+    """Real English text every Python installation carries: the standard library's docstrings, offline.
+
+    The documents are the docstrings (of at least 80 characters) of the modules, classes and functions of the
+    standard library's .py sources, read with `ast` (nothing is imported), plus the language-reference topics
+    of `pydoc_data.topics`; test packages are left out. About 4,600 documents, 2 MB, in a fixed order for a given
+    Python version. Example document: the docstring of `textwrap.dedent` ("Remove any common leading whitespace
+    from every line in `text`. ...").
+    """
+    _check_process(process_index, process_count)
+    docs = _stdlib_texts()
+    return _tf().data.Dataset.from_tensor_slices(list(docs)).shard(process_count, process_index)
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_texts() -> tuple[str, ...]:
+    root = pathlib.Path(sysconfig.get_paths()["stdlib"])
+    if not (root / "os.py").is_file():
+        raise DataError(f"the Python standard library sources are not at {root}; use data.source='files' instead")
+    docs: dict[str, None] = {}  # insertion-ordered set: repeated docstrings count once
+    for path in _stdlib_sources(root):
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError):  # e.g. templates shipped as .py; not part of the corpus
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=True)
+                if doc and len(doc) >= _MIN_DOCSTRING_CHARS:
+                    docs[doc] = None
+    topics = root / "pydoc_data" / "topics.py"
+    if topics.is_file():
+        for node in ast.parse(topics.read_bytes()).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                docs.update(dict.fromkeys(t.strip() for t in ast.literal_eval(node.value).values()))
+    return tuple(docs)
+
+
+def _stdlib_sources(root: pathlib.Path) -> list[pathlib.Path]:
+    found = []
+    for directory, subdirs, names in os.walk(root):
+        subdirs[:] = sorted(d for d in subdirs if d not in _STDLIB_SKIP_DIRS and not d.startswith("."))
+        found += [pathlib.Path(directory, n) for n in sorted(names) if n.endswith(".py")]
+    return sorted(found)
+
+
+# --- Dispatch on the config -------------------------------------------------------------------------------------
+
+
+def documents(data_config, *, split: str, process_index: int = 0, process_count: int = 1):
+    """The documents of `split` ("train" | "eval") for `config.data` (fields in configs/base.py).
+
+    Without eval files / an eval split, a fixed hash of each document's text holds out `eval_fraction` of the
+    documents: the same ones in every run and on any number of hosts, and repeated documents all fall on the
+    same side.
+    """
+    c = data_config
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', not {split!r}")
+    shard = dict(process_index=process_index, process_count=process_count)
+    if c.source == "stdlib":
+        return _held_out(stdlib_documents(**shard), c.eval_fraction, split)
+    if c.source == "files":
+        if not c.train_files:
+            raise ConfigError("data.source='files' needs data.train_files (glob(s) of the training text)")
+        read = functools.partial(file_documents, format=c.format, text_field=c.text_field, **shard)
+        if c.eval_files:
+            return read(c.train_files if split == "train" else c.eval_files)
+        return _held_out(read(c.train_files), c.eval_fraction, split)
+    if c.source == "tfds":
+        if not c.tfds_name:
+            raise ConfigError("data.source='tfds' needs data.tfds_name, e.g. 'wikipedia/20230601.en'")
+        read = functools.partial(
+            tfds_documents, c.tfds_name, text_field=c.text_field, data_dir=c.tfds_data_dir or None, **shard
+        )
+        if c.tfds_eval_split:
+            return read(split=c.tfds_train_split if split == "train" else c.tfds_eval_split)
+        return _held_out(read(split=c.tfds_train_split), c.eval_fraction, split)
+    raise ConfigError(f"data.source={c.source!r} is not one of {', '.join(SOURCES)}")
+
+
+def _held_out(docs, eval_fraction: float, split: str):
+    """Keeps the documents whose hash falls in the eval fraction (split="eval") or outside it ("train")."""
+    if not 0 <= eval_fraction < 1:
+        raise ConfigError(f"data.eval_fraction={eval_fraction} must be in [0, 1)")
+    if split == "eval" and eval_fraction == 0:
+        raise ConfigError("no eval data: set data.eval_fraction > 0 or give eval files / an eval split")
+    tf = _tf()
+    threshold = round(eval_fraction * _HASH_BUCKETS)
+    in_eval = lambda doc: tf.strings.to_hash_bucket_fast(doc, _HASH_BUCKETS) < threshold  # noqa: E731
+    return docs.filter(in_eval if split == "eval" else lambda doc: tf.logical_not(in_eval(doc)))
+
+
+def _check_process(process_index: int, process_count: int) -> None:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index} must be in [0, process_count={process_count})")
+
+
+def _show(patterns) -> str:
+    return repr(os.fspath(patterns)) if isinstance(patterns, (str, os.PathLike)) else repr([os.fspath(p) for p in patterns])
