@@ -130,7 +130,10 @@ def _abstract_params(config: bert.BertConfig, head: str, num_labels: int) -> dic
 
 
 def _hf_name(path: tuple[str, ...]) -> str:
-    """("bert", "encoder", "layer_0", "attention", "query", "kernel") -> "bert.encoder.layer.0.attention.self.query.weight"."""
+    """Our parameter path -> the transformers state-dict key, e.g. for the first layer's query kernel:
+
+    ("bert", "encoder", "layer_0", "attention", "query", "kernel") -> "bert.encoder.layer.0.attention.self.query.weight"
+    """
     module, leaf = "/".join(path[:-1]), path[-1]
     for pattern, replacement in _MODULES:
         if re.fullmatch(pattern, module):
