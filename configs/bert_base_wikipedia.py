@@ -1,7 +1,7 @@
 """BERT-Base pretraining on English Wikipedia (TFDS), seq 128: the BERT paper's phase-1 recipe.
 
 Command (TPU VM v3-8 / v4-8, or one H100-class GPU; TFDS data prepared beforehand, see README):
-    sslm pretrain --config=configs/bert_base_wikipedia.py --workdir=gs://BUCKET/bert_base \
+    sslm pretrain --config=configs/bert_base_wikipedia.py --workdir=/mnt/BUCKET/bert_base \
         --config.data.tfds_data_dir=gs://BUCKET/tensorflow_datasets
 Variants: `:c4` reads TFDS `c4/en` instead; `:lamb` uses LAMB with batch 8,192 (You et al., 2020) over 7,038 steps.
 
