@@ -71,7 +71,8 @@ def test_pack_dataset_keeps_every_token_once():
         lambda: (tf.ragged.constant(g, dtype=tf.int32, ragged_rank=1) for g in groups),
         output_signature=tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
     ).map(lambda g: packing.document_stream(g, sep_id=SEP))
-    rows = list(packing.pack_dataset(streams, max_seq_len=max_seq_len, cls_id=CLS, sep_id=SEP, finite=True))
+    row_groups = packing.pack_dataset(streams, max_seq_len=max_seq_len, cls_id=CLS, sep_id=SEP, finite=True)
+    rows = list(row_groups.unbatch())
     content, segments = [], []
     for row in rows:
         ids, seg = row["input_ids"].numpy(), row["segment_ids"].numpy()

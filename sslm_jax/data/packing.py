@@ -10,7 +10,7 @@ The three steps, each usable eagerly or inside `tf.data`:
     document_stream  ragged [G, (pieces)] -> the group's token stream with [SEP]s and document-start flags
     cut_stream       (carry, stream) -> full chunks [n, C] (+ the partial rest when flushing) and the new carry
     packed_rows      chunks [n, C] -> rows: input_ids / token_type_ids / segment_ids [n, L], nsp_label [n]
-`pack_dataset` chains them over a dataset of document groups with `tf.data.Dataset.scan` (checkpointable state).
+`pack_dataset` chains them over a dataset of document streams with `tf.data.Dataset.scan` (checkpointable state).
 """
 
 from __future__ import annotations
@@ -100,8 +100,10 @@ def packed_rows(
 def pack_dataset(
     streams: tf.data.Dataset, *, max_seq_len: int, cls_id: int, sep_id: int, finite: bool
 ) -> tf.data.Dataset:
-    """Dataset of (ids [T], starts [T]) streams -> dataset of single packed rows (see `packed_rows`).
+    """Dataset of (ids [T], starts [T]) streams -> dataset of row groups, each a `packed_rows` dict [n, L].
 
+    Groups (n >= 0 rows each) rather than single rows, so that per-row work can still be done batched before
+    the caller's `unbatch()`.
     The carry between elements lives in `Dataset.scan`'s state, which tf.data checkpoints with the iterator.
     `finite=True` flushes the last partial row at the end (evaluation sees every token); an infinite training
     stream never ends, so nothing is left behind there either.
@@ -127,4 +129,4 @@ def pack_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
-    return rows.unbatch()
+    return rows

@@ -174,12 +174,12 @@ def pretraining_dataset(
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
         )
-        rows = packing.pack_dataset(
+        row_groups = packing.pack_dataset(
             streams, max_seq_len=max_seq_len, cls_id=tokenizer.cls_id, sep_id=tokenizer.sep_id, finite=not train
         )
     elif objective in ("nsp", "sop"):
         pair_key = tf.random.experimental.stateless_fold_in(key, _PAIR_STREAM)
-        rows = groups.enumerate().map(
+        row_groups = groups.enumerate().map(
             lambda index, d: pairs.sentence_pairs(
                 tokenize_sentences(tokenizer, d),
                 max_seq_len=max_seq_len,
@@ -191,12 +191,12 @@ def pretraining_dataset(
             ),
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=True,
-        ).unbatch()
+        )
     else:
         raise ValueError(f"unknown objective {objective!r}; use one of {OBJECTIVES}")
 
     compact, expand = _compact_codec(vocab_size=tokenizer.vocab_size, max_seq_len=max_seq_len)
-    rows = rows.map(compact)
+    rows = row_groups.map(compact).unbatch()
     if train:
         rows = rows.shuffle(shuffle_buffer, seed=_shuffle_seed(seed, process_index, _ROW_SHUFFLE))
         batches = rows.batch(per_host_batch, drop_remainder=True)
