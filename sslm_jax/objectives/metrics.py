@@ -1,7 +1,8 @@
 """Turn summed objective statistics into means: the one place where losses and accuracies are divided.
 
-Every objective returns sums (`mlm_loss_sum`, `mlm_correct`, `mlm_weight`, `nsp_loss_sum`, ...). Sums of the
-pieces of a batch (micro-batches, devices, eval batches) add up exactly; `finalize` divides once.
+Every objective returns sums (`mlm_loss_sum`, `mlm_correct`, `mlm_weight`, `nsp_loss_sum`, ...; fine-tuning's
+`loss_sum`, `correct`, `count`). Sums of the pieces of a batch (micro-batches, devices, eval batches) add up
+exactly; `finalize` divides once.
 
     sums = {"mlm_loss_sum": 6.0, "mlm_correct": 1.0, "mlm_weight": 4.0}
     finalize(sums)  # {"loss": 1.5, "mlm_loss": 1.5, "mlm_accuracy": 0.25, "perplexity": 4.48...}
@@ -17,8 +18,13 @@ import jax.numpy as jnp
 Array = jax.Array
 
 # Each loss term: (sum of weighted losses, its normaliser). The total loss is the sum of the terms' means, as in
-# google-research/bert (mean masked-LM loss + mean next-sentence loss).
-LOSS_TERMS: tuple[tuple[str, str], ...] = (("mlm_loss_sum", "mlm_weight"), ("nsp_loss_sum", "nsp_count"))
+# google-research/bert (mean masked-LM loss + mean next-sentence loss). ("loss_sum", "count") is fine-tuning's
+# classification / regression loss (sslm_jax.objectives.classification).
+LOSS_TERMS: tuple[tuple[str, str], ...] = (
+    ("mlm_loss_sum", "mlm_weight"),
+    ("nsp_loss_sum", "nsp_count"),
+    ("loss_sum", "count"),
+)
 
 
 def safe_divide(numerator: Array, denominator: Array) -> Array:
@@ -46,7 +52,8 @@ def total_loss(sums: Mapping[str, Array], denominators: Mapping[str, Array] | No
 
 
 def finalize(sums: Mapping[str, Array]) -> dict[str, Array]:
-    """Means from sums: loss, mlm_loss, mlm_accuracy, perplexity (= exp(mlm_loss)), nsp_loss, nsp_accuracy.
+    """Means from sums: loss, mlm_loss, mlm_accuracy, perplexity (= exp(mlm_loss)), nsp_loss, nsp_accuracy;
+    for fine-tuning sums, loss and (classification) accuracy = correct / count.
 
     Args:
       sums: summed statistics (any subset of the objectives' keys; NSP entries only when NSP sums are there).
@@ -62,4 +69,6 @@ def finalize(sums: Mapping[str, Array]) -> dict[str, Array]:
     if "nsp_loss_sum" in sums:
         out["nsp_loss"] = safe_divide(sums["nsp_loss_sum"], sums["nsp_count"])
         out["nsp_accuracy"] = safe_divide(sums["nsp_correct"], sums["nsp_count"])
+    if "correct" in sums:
+        out["accuracy"] = safe_divide(sums["correct"], sums["count"])
     return out

@@ -330,6 +330,69 @@ def _resolve_init_from(init_from: str) -> tuple[str, epath.Path]:
     )
 
 
+def init_from_settings(init_from: str | os.PathLike) -> dict[str, Any]:
+    """The settings a run started from `init_from` must share with it, as dotted config keys: the model's shape
+    (`model.` + each of MODEL_FIELDS) and, when the source records it, the tokenizer's `data.lower_case`.
+
+    Read from an sslm checkpoint's saved config, or from a Hugging Face directory's config.json (whose layer count
+    and widths must be one of `sslm_jax.models.bert.SIZES`) and tokenizer_config.json (`do_lower_case`).
+
+        init_from_settings("runs/bert_tiny")   # {"model.size": "tiny", "model.vocab_size": 8192,
+                                               #  "model.max_position_embeddings": 512, ..., "data.lower_case": True}
+    """
+    kind, source = _resolve_init_from(os.fspath(init_from))
+    if kind == "sslm":
+        saved = load_config(source)
+        model = saved.get("model", {})
+        missing = [f for f in MODEL_FIELDS if f not in model]
+        if missing:
+            file = source / CONFIG_ITEM / CONFIG_FILE
+            raise CheckpointError(f"{file} lacks model.{missing[0]}: it is not the config of an sslm run")
+        settings = {f"model.{f}": model[f] for f in MODEL_FIELDS}
+        if "lower_case" in saved.get("data", {}):
+            settings["data.lower_case"] = bool(saved.data.lower_case)
+        return settings
+    return _huggingface_settings(source)
+
+
+def _huggingface_settings(directory: epath.Path) -> dict[str, Any]:
+    from sslm_jax.models import bert
+
+    file = directory / "config.json"
+    try:
+        d = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from None
+    model_type = d.get("model_type") if isinstance(d, dict) else None
+    if model_type != "bert":
+        raise CheckpointError(f"{file}: model_type={model_type!r}; only BERT checkpoints can start an sslm_jax run")
+    try:
+        hf = bert.BertConfig.from_hf_dict(d)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{file}: {e}") from None
+    shape = {k: getattr(hf, k) for k in bert.SIZES["base"]}
+    size = next((name for name, dims in bert.SIZES.items() if dims == shape), None)
+    if size is None:
+        raise CheckpointError(
+            f"{file}: a BERT with {shape} is none of sslm_jax's model sizes ({', '.join(bert.SIZES)}), so it cannot "
+            "start a run"
+        )
+    if hf.layer_norm_eps != bert.BertConfig.layer_norm_eps:
+        raise CheckpointError(
+            f"{file}: layer_norm_eps={hf.layer_norm_eps}; sslm_jax's BERT sizes use {bert.BertConfig.layer_norm_eps}"
+        )
+    settings = {f"model.{f}": size if f == "size" else getattr(hf, f) for f in MODEL_FIELDS}
+    tokenizer_file = directory / "tokenizer_config.json"
+    if tokenizer_file.exists():
+        try:
+            tokenizer_config = json.loads(tokenizer_file.read_text())
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{tokenizer_file}: cannot be read as JSON ({e})") from None
+        if isinstance(tokenizer_config, dict) and "do_lower_case" in tokenizer_config:
+            settings["data.lower_case"] = bool(tokenizer_config["do_lower_case"])
+    return settings
+
+
 def load_params(init_from: str | os.PathLike, *, params) -> LoadedParams:
     """Parameters of `init_from` copied into `params` (the fresh, sharded parameters of the model to train).
 
@@ -349,6 +412,12 @@ def load_params(init_from: str | os.PathLike, *, params) -> LoadedParams:
     shapes, load = (_sslm_source if kind == "sslm" else _huggingface_source)(source)
     common = [k for k in target if k in shapes]
     for key in common:
+        if shapes[key] != tuple(target[key].shape) and key[0] == "classifier":
+            raise CheckpointError(
+                f"init_from={source} has a classifier head for {shapes[key][-1]} labels, this task has "
+                f"{target[key].shape[-1]} (data.num_labels / its label names): start from a checkpoint without a "
+                f"classifier (e.g. the pretraining run) or fine-tune on data with the same labels"
+            )
         if shapes[key] != tuple(target[key].shape):
             raise CheckpointError(
                 f"init_from={source}: {_path_name(key)} has shape {shapes[key]} there but {tuple(target[key].shape)} "

@@ -55,6 +55,20 @@ def validate_config(config) -> None:
         )
 
 
+def adopt_init_from_settings(config) -> None:
+    """With `init_from`, the model's shape (`model.size`, `model.vocab_size`, ...) and `data.lower_case` are the
+    checkpoint's (see `checkpointing.init_from_settings`): its weights fit no other, so they need not be repeated.
+    Values the config set otherwise are replaced, and logged."""
+    settings = checkpointing.init_from_settings(config.init_from)
+    for key, value in settings.items():
+        section, field = key.split(".")
+        given = config[section][field]
+        if given != value and not (key == "model.vocab_size" and given == 0):
+            logging.info("%s=%r from init_from=%s (the config said %r).", key, value, config.init_from, given)
+    with config.unlocked():
+        config.update_from_flattened_dict(settings)
+
+
 def bert_config(config, vocab_size: int) -> BertConfig:
     """The model's BertConfig from `config.model` (vocab_size 0 = the vocabulary's size)."""
     m = config.model
@@ -244,8 +258,16 @@ class PmapRunner:
 
 
 def _psum_outputs(eval_step, axis):
+    from sslm_jax.tasks.base import PER_EXAMPLE
+
     def step(params, batch):
-        return jax.lax.psum(eval_step(params, batch), axis)
+        out = dict(eval_step(params, batch))
+        rows = out.pop(PER_EXAMPLE, None)
+        out = jax.lax.psum(out, axis)
+        if rows is not None:
+            # Each device holds a contiguous block of the batch: gathering in device order restores the row order.
+            out[PER_EXAMPLE] = jax.lax.all_gather(rows, axis, tiled=True)
+        return out
 
     return step
 
@@ -256,6 +278,8 @@ def _psum_outputs(eval_step, axis):
 def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming whatever is there) and returns the final eval metrics."""
     validate_config(config)
+    if config.init_from:
+        adopt_init_from_settings(config)
     if config.distributed:
         jax.distributed.initialize()
     workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
@@ -270,6 +294,8 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     with config.unlocked():
         config.model.vocab_size = model_config.vocab_size  # saved with checkpoints: they need the real size
     task = build_task(config, model_config, tok)
+    with config.unlocked():
+        config.update_from_flattened_dict(dict(task.metadata))  # saved with checkpoints too (label names, ...)
 
     tx, schedule = optim.make_optimizer(config)
     runner_cls = JitRunner if config.parallelism == "jit" else PmapRunner
