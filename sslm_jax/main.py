@@ -28,12 +28,15 @@ def command(name: str, help_text: str):
 
 
 # --- train-tokenizer ---------------------------------------------------------------------------------------
-flags.DEFINE_string("input", None, "train-tokenizer: glob(s) of text files (comma-separated).")
+flags.DEFINE_string("input", None, "train-tokenizer: glob(s) of text files (comma-separated); predict: the file.")
 flags.DEFINE_integer("vocab-size", 8192, "train-tokenizer: vocabulary size, special tokens included.")
 flags.DEFINE_string("out", None, "train-tokenizer / export-hf: output directory.")
 flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT).")
 flags.DEFINE_string("format", "text", "train-tokenizer: text | lines | jsonl | tsv | csv.")
-flags.DEFINE_string("text-field", "text", "train-tokenizer: jsonl field or tsv/csv column with the text.")
+flags.DEFINE_string(
+    "text-field", "text", "train-tokenizer / predict: jsonl field or tsv/csv column(s) with the text (predict: "
+    "default the columns the model was trained on)."
+)
 
 # --- pretrain / finetune -------------------------------------------------------------------------------------
 config_flags.DEFINE_config_file(
@@ -41,6 +44,11 @@ config_flags.DEFINE_config_file(
     lock_config=True,
 )  # fmt: skip
 flags.DEFINE_string("workdir", None, "pretrain / finetune / eval / predict / fill-mask / export-hf: the run's folder.")
+
+# --- eval / predict / fill-mask / export-hf (workdir: a run's folder; predict / fill-mask: or a Hugging Face dir) ---
+flags.DEFINE_integer("eval-steps", 0, "eval: batches to evaluate; 0 = the whole eval split.")
+flags.DEFINE_string("output", None, "predict: the JSON-lines file to write; default: standard output.")
+flags.DEFINE_integer("top-k", 5, "fill-mask: predictions shown per [MASK].")
 
 FLAGS = flags.FLAGS
 
@@ -64,6 +72,14 @@ def _pretrain(argv):
     _train(argv, "pretrain")
 
 
+@command(
+    "finetune",
+    "fine-tune a classifier: --config=configs/glue.py:TASK --workdir=DIR --config.init_from=PRETRAINED [...]",
+)
+def _finetune(argv):
+    _train(argv, "classify")
+
+
 @command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")
 def _train_tokenizer(argv):
     from sslm_jax.data import sources
@@ -80,6 +96,52 @@ def _train_tokenizer(argv):
         docs, vocab_size=FLAGS["vocab-size"].value, out_dir=FLAGS["out"].value, lower_case=FLAGS["lower-case"].value
     )
     print(f"wrote {path}")
+
+
+def _require_workdir() -> str:
+    if not FLAGS.workdir:
+        raise SslmError("--workdir is required: a run's folder (predict / fill-mask: or a Hugging Face directory)")
+    return FLAGS.workdir
+
+
+@command("eval", "evaluate a run's latest checkpoint on its eval split: --workdir=DIR [--eval-steps=N]")
+def _eval(argv):
+    from sslm_jax.training.evaluation import evaluate_checkpoint
+
+    step_dir, metrics = evaluate_checkpoint(_require_workdir(), eval_steps=FLAGS["eval-steps"].value)
+    print(f"eval of {step_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+
+
+@command("predict", "classify texts: --workdir=DIR --input=FILE(.tsv|.csv|.jsonl|text) [--output=FILE.jsonl]")
+def _predict(argv):
+    from sslm_jax.inference.classify import predict_file
+
+    if not FLAGS["input"].value:
+        raise SslmError("--input is required: a .tsv / .csv / .jsonl file, or plain text with one example per line")
+    given = FLAGS["text-field"].value.split(",") if FLAGS["text-field"].present else None
+    count = predict_file(_require_workdir(), FLAGS["input"].value, FLAGS.output, text_fields=given)
+    if FLAGS.output:
+        print(f"wrote {count} predictions to {FLAGS.output}")
+
+
+@command("fill-mask", 'top predictions for each [MASK]: --workdir=DIR "the movie was [MASK] ." [--top-k=5]')
+def _fill_mask(argv):
+    from sslm_jax.inference.fill_mask import fill_mask_from
+
+    results = fill_mask_from(_require_workdir(), list(argv), top_k=FLAGS["top-k"].value)
+    for text, per_mask in zip(argv, results):
+        print(text)
+        for i, guesses in enumerate(per_mask, start=1):
+            print(f"  [MASK] {i}: " + ", ".join(f"{token} {p:.3f}" for token, p in guesses), flush=True)
+
+
+@command("export-hf", "write a run's model as a Hugging Face BERT directory: --workdir=DIR --out=DIR")
+def _export_hf(argv):
+    from sslm_jax.inference.export import export_hf
+
+    if not FLAGS.out:
+        raise SslmError("--out is required: the new Hugging Face model directory")
+    print(f"wrote {export_hf(_require_workdir(), FLAGS.out)}")
 
 
 def _usage() -> str:

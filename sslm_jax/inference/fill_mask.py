@@ -59,3 +59,24 @@ def fill_mask(model, params, tokenizer, texts: list[str], *, top_k: int = 5, max
 @functools.partial(jax.jit, static_argnums=0)
 def _logits(model, params, input_ids, attention_mask):
     return model.apply({"params": params}, input_ids, attention_mask=attention_mask).mlm_logits
+
+
+def fill_mask_from(path, texts: list[str], *, top_k: int = 5):
+    """`fill_mask` with the model saved at `path`: an sslm pretraining workdir (or checkpoint), or a Hugging Face
+    BertForPreTraining / BertForMaskedLM directory. Texts are limited to the model's max_seq_len."""
+    from sslm_jax.inference.loading import load_model
+
+    if not texts:
+        raise SslmError(f"no text given: pass one or more sentences with {MASK_TOKEN}")
+    if top_k < 1:
+        raise SslmError(f"top_k={top_k} must be at least 1")
+    loaded = load_model(path)
+    if loaded.head not in ("pretraining", "masked_lm"):
+        raise SslmError(
+            f"{loaded.path} holds a {loaded.head} model, which has no masked-LM head: use a pretraining run or a "
+            "BertForMaskedLM / BertForPreTraining directory"
+        )
+    top_k = min(top_k, loaded.tokenizer.vocab_size)
+    return fill_mask(
+        loaded.model, loaded.params, loaded.tokenizer, list(texts), top_k=top_k, max_seq_len=loaded.max_seq_len
+    )

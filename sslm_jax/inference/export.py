@@ -1,0 +1,52 @@
+"""Export an sslm run's model as a Hugging Face BERT directory (`sslm export-hf`).
+
+    export_hf("runs/sst2", "export/sst2")
+    # then, in PyTorch: transformers.BertForSequenceClassification.from_pretrained("export/sst2")
+    #                   transformers.AutoTokenizer.from_pretrained("export/sst2")
+
+The directory holds config.json (with `id2label` / `label2id` from the label names saved with a fine-tuning
+checkpoint), model.safetensors, the run's vocab.txt and a tokenizer config with its casing.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import jax
+
+from sslm_jax.errors import CheckpointError
+from sslm_jax.inference.loading import load_model
+from sslm_jax.interop import huggingface
+
+
+def export_hf(
+    path: str | os.PathLike, out: str | os.PathLike, *, head: str = "auto", overwrite: bool = False
+) -> pathlib.Path:
+    """Writes the model of `path` (an sslm workdir or checkpoint, pretraining or fine-tuning) to `out`.
+
+    Args:
+      path: the run's workdir (its latest checkpoint) or one `checkpoints/<step>` directory.
+      out: the new Hugging Face directory; an existing non-empty one is refused unless `overwrite`.
+      head: "auto" (BertForPreTraining for pretraining runs, BertForSequenceClassification for fine-tuning), or a
+        smaller head the weights contain: "masked_lm" or "encoder".
+      overwrite: replace an existing directory at `out`.
+
+    Returns:
+      `out` as a Path. Nothing is written unless the whole export is valid.
+    """
+    loaded = load_model(path)
+    if loaded.kind != "sslm":
+        raise CheckpointError(f"{loaded.path} is already a Hugging Face directory; nothing to export")
+    keeps_classifier = loaded.head == "classification" and head in ("auto", "classification")
+    id2label = loaded.label_names if keeps_classifier and not loaded.is_regression else None
+    return huggingface.save_checkpoint(
+        out,
+        loaded.model_config,
+        jax.device_get(loaded.params),
+        head=head,
+        vocab_file=loaded.vocab_path,
+        do_lower_case=loaded.tokenizer.lower_case,
+        id2label=id2label,
+        overwrite=overwrite,
+    )

@@ -1,0 +1,177 @@
+"""One way to load a trained BERT for inference: an sslm workdir (or one of its checkpoints), or a Hugging Face
+BERT directory (config.json + model.safetensors + vocab.txt).
+
+    loaded = load_model("runs/sst2")       # the latest checkpoint of a fine-tuning run
+    loaded.head                            # "classification" ("pretraining" for a pretraining run)
+    loaded.label_names                     # ("negative", "positive"), as saved with the checkpoint
+    out = loaded.model.apply({"params": loaded.params}, input_ids, attention_mask=mask, token_type_ids=types)
+
+The parameters land on the first local device (inference is a one-host affair); the model is rebuilt from what was
+saved with the checkpoint (the run's config and vocabulary, or config.json / tokenizer_config.json), so nothing has
+to be repeated on the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+import flax.linen as nn
+import jax
+
+from sslm_jax.errors import CheckpointError
+from sslm_jax.interop import huggingface
+from sslm_jax.models import bert
+from sslm_jax.training import checkpointing
+
+# The model each sslm task trains, as a Hugging Face head name (see sslm_jax.interop.huggingface.HEADS).
+TASK_HEADS = {"pretrain": "pretraining", "classify": "classification"}
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+    """A model ready for `model.apply({"params": params}, ...)`, with what is needed to feed it text.
+
+    Attributes:
+      path: the checkpoint step directory or Hugging Face directory that was read.
+      kind: "sslm" or "huggingface".
+      head: "pretraining" | "masked_lm" | "classification" | "encoder" (which outputs the model has).
+      model_config, model, params: the BertConfig, the Flax module and its parameters (on one device).
+      tokenizer: a `sslm_jax.data.tokenizer.WordPieceTokenizer` over the model's vocabulary and casing.
+      vocab_path: the vocabulary file.
+      label_names: class names in label-id order (classification); () for regression and other heads.
+      is_regression: a classification head with one output, a score.
+      text_fields: the column(s) the classifier was trained on ("sentence" or "question", "sentence"); () when
+        unknown (a Hugging Face directory).
+      max_seq_len: texts are cut to this many tokens (special tokens included).
+      run_config: the run's saved config (sslm checkpoints), else None.
+    """
+
+    path: pathlib.Path
+    kind: str
+    head: str
+    model_config: bert.BertConfig
+    model: nn.Module
+    params: Any
+    tokenizer: Any
+    vocab_path: pathlib.Path
+    label_names: tuple[str, ...]
+    is_regression: bool
+    text_fields: tuple[str, ...]
+    max_seq_len: int
+    run_config: Any = None
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT
+    directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face BERT directory")
+    step_dir = checkpointing.latest_checkpoint(path)
+    if step_dir is not None:
+        return _load_sslm(pathlib.Path(os.fspath(step_dir)))
+    if (path / huggingface.CONFIG_FILE).is_file():
+        return _load_huggingface(path)
+    raise CheckpointError(
+        f"{path} holds no sslm checkpoint (checkpoints/<step>) and no Hugging Face config.json: point at a training "
+        f"run's workdir or at an exported model directory"
+    )
+
+
+def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
+    from sslm_jax.data import tokenizer as tokenizer_lib
+    from sslm_jax.training import loop
+
+    run_config = checkpointing.load_config(step_dir)
+    if run_config.get("task") not in TASK_HEADS:
+        raise CheckpointError(f"{step_dir}: task={run_config.get('task')!r} is none of {', '.join(TASK_HEADS)}")
+    vocab_path = pathlib.Path(os.fspath(checkpointing.vocab_file(step_dir)))
+    tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=run_config.data.lower_case)
+    model_config = loop.bert_config(run_config, tok.vocab_size)
+    head = TASK_HEADS[run_config.task]
+    label_names: tuple[str, ...] = ()
+    num_labels = 2
+    if head == "classification":
+        num_labels = run_config.data.num_labels
+        label_names = tuple(str(n) for n in run_config.data.label_names)
+        if num_labels < 1 or (num_labels > 1 and len(label_names) != num_labels):
+            raise CheckpointError(
+                f"{step_dir}: its config records no label set (data.num_labels={num_labels}, data.label_names="
+                f"{label_names}); it was not saved by `sslm finetune`"
+            )
+    model = huggingface.model_for_head(model_config, head, num_labels=num_labels)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.eval_shape(lambda rng: bert.init_params(model, rng), jax.random.key(0))
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
+    loaded = checkpointing.load_params(step_dir, params=abstract)
+    if loaded.fresh:
+        raise CheckpointError(f"{step_dir}: the checkpoint lacks {', '.join(loaded.fresh[:3])}; it is incomplete")
+    text_field = run_config.data.text_field if head == "classification" else ""
+    return LoadedModel(
+        path=step_dir,
+        kind="sslm",
+        head=head,
+        model_config=model_config,
+        model=model,
+        params=loaded.params,
+        tokenizer=tok,
+        vocab_path=vocab_path,
+        label_names=label_names,
+        is_regression=head == "classification" and num_labels == 1,
+        text_fields=tuple(f.strip() for f in text_field.split(",") if f.strip()),
+        max_seq_len=run_config.data.max_seq_len,
+        run_config=run_config,
+    )
+
+
+def _load_huggingface(directory: pathlib.Path) -> LoadedModel:
+    from sslm_jax.data import tokenizer as tokenizer_lib
+
+    model_config, params = huggingface.load_checkpoint(directory)
+    head = huggingface.head_of(params)
+    num_labels = huggingface.num_labels_of(params)
+    hf_config = json.loads((directory / huggingface.CONFIG_FILE).read_text())
+    tokenizer_config = _read_json(directory / "tokenizer_config.json")
+    vocab_path = directory / "vocab.txt"
+    if not vocab_path.is_file():
+        raise CheckpointError(f"{directory}: no vocab.txt beside config.json; BERT's WordPiece vocabulary is needed")
+    tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=bool(tokenizer_config.get("do_lower_case", True)))
+    label_names: tuple[str, ...] = ()
+    is_regression = head == "classification" and (
+        num_labels == 1 or hf_config.get("problem_type") == "regression"
+    )
+    if head == "classification" and not is_regression:
+        id2label = hf_config.get("id2label") or {}
+        label_names = tuple(str(id2label.get(str(i), f"LABEL_{i}")) for i in range(num_labels))
+    # Hugging Face's tokenizers cut at model_max_length; the position table bounds it in any case.
+    max_len = tokenizer_config.get("model_max_length")
+    limit = model_config.max_position_embeddings
+    max_seq_len = max_len if isinstance(max_len, int) and 4 <= max_len <= limit else limit
+    return LoadedModel(
+        path=directory,
+        kind="huggingface",
+        head=head,
+        model_config=model_config,
+        model=huggingface.model_for_head(model_config, head, num_labels=max(num_labels, 1)),
+        params=jax.device_put(params, jax.local_devices()[0]),
+        tokenizer=tok,
+        vocab_path=vocab_path,
+        label_names=label_names,
+        is_regression=is_regression,
+        text_fields=(),
+        max_seq_len=max_seq_len,
+    )
+
+
+def _read_json(file: pathlib.Path) -> dict:
+    if not file.is_file():
+        return {}
+    try:
+        value = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from None
+    return value if isinstance(value, dict) else {}
