@@ -2,8 +2,8 @@
 
     path = train_wordpiece("corpus/*.txt", vocab_size=8192, out_dir="vocab")   # -> vocab/vocab.txt
     tok = load_tokenizer(path)                       # also any BERT vocab.txt, e.g. bert-base-uncased's
-    tok.tokenize(["Héllo, wörld!"])                  # <tf.RaggedTensor [[7592, 1010, 2088, 999]]> (ids of that vocab)
-    tok.tokenize_words(["Héllo, wörld!"])            # [[[7592], [1010], [2088], [999]]]: pieces grouped by word
+    tok.tokenize(["Héllo, unaffable wörld!"])        # RaggedTensor: ids of [[hello , una ##ffa ##ble world !]]
+    tok.tokenize_words(["Héllo, unaffable wörld!"])  # grouped by word: [[[hello] [,] [una ##ffa ##ble] ...]]
     ds.map(lambda doc: tok.tokenize(doc))            # works inside tf.data (a scalar gives a 1-D tensor)
 
 Parity: the ids equal `transformers.BertTokenizer(vocab_file, do_lower_case=lower_case)` without special tokens
@@ -14,10 +14,12 @@ lower-case), (3) split words at whitespace and around punctuation, (4) greedy lo
 more than 100 characters being one [UNK]. tf_text's own BERT normaliser differs from HF's on many characters
 (no-break and zero-width spaces, C0/C1 controls, Unicode-version-dependent categories, CJK extension blocks,
 accents), so we do not use it: steps (2)+(3) are evaluated once per code point *with HF's own normaliser and
-pre-tokeniser* (`_char_table`, ~3 s once per process and casing) and applied in-graph as a gather over code
-points; step (4) is tf_text's `FastWordpieceTokenizer` on the resulting words. The one known divergence: HF's NFD
-reorders runs of combining marks, which a per-character table cannot; after accents are dropped this only
-matters for spacing combining marks with a non-zero combining class (a few musical symbols), never in real text.
+pre-tokeniser* (`_char_table`, a few seconds once per process and casing) and applied in-graph as a gather over
+code points; step (4) is tf_text's `FastWordpieceTokenizer` on the resulting words. The one known divergence:
+when lower-casing, HF's NFD puts runs of two or more combining marks into canonical order, which a per-character
+table cannot. Accent stripping removes almost all such marks first; the rest (spacing marks with a combining
+class, marks newer than HF's Unicode tables) would have to appear out of canonical order; nothing in the shared
+test data does.
 
 Invalid UTF-8 bytes are decoded as U+FFFD, which the normaliser then drops (as HF drops it from a Python string
 decoded with errors="replace").
@@ -33,12 +35,13 @@ import functools
 import os
 import pathlib
 import tempfile
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from sslm_jax.data import sources
 from sslm_jax.data.tf_setup import hide_accelerators_from_tf
 from sslm_jax.errors import ConfigError, DataError
 
@@ -69,8 +72,8 @@ def train_wordpiece(
     Args:
       files_or_dataset: text files -- a glob, comma-separated globs, a path, or a list/tuple of those (read as
         blank-line-separated documents by `sources.file_documents`) -- or documents: a `tf.data.Dataset` of
-        scalar strings or any other iterable of `str` (a one-shot iterator is read into memory, since training
-        reads the documents twice).
+        scalar strings or any other iterable of `str` (or UTF-8 `bytes`; a one-shot iterator is read into
+        memory, since training reads the documents twice).
       vocab_size: tokens in the vocabulary, the 104 reserved BERT tokens included. Characters beyond the most
         frequent min(1000, (vocab_size - 104) // 2) become [UNK], so every kept character and its "##" form fit.
       out_dir: created if needed; only vocab.txt is written, atomically, after training succeeded.
@@ -79,8 +82,9 @@ def train_wordpiece(
     Returns:
       The path of the written vocab.txt.
 
-    Example: `train_wordpiece(iter(["the cat sat .", "the dog sat ."]), vocab_size=120, out_dir="v")` writes the
-    104 reserved tokens, then ".", "a", "c", ... their "##" forms, then merges such as "the" and "sat".
+    Example: `train_wordpiece(iter(["the cat sat .", "the dog sat ."]), vocab_size=140, out_dir="v")` writes the
+    104 reserved tokens, then ".", "a", "c", "d", ..., "t", their "##" forms, then the merges "##at", "sat",
+    "th", "the", "cat", "do", "dog" (131 tokens: the corpus has no more pairs to merge).
 
     The vocabulary is the same for the same corpus and settings in every run: HF's trainer alone breaks ties by
     hash order (huggingface/tokenizers#1794), so we fix the alphabet and the ids of its "##" forms ourselves.
@@ -99,7 +103,8 @@ def train_wordpiece(
     documents = _document_source(files_or_dataset)
 
     normalizer = normalizers.BertNormalizer(lowercase=lower_case)
-    alphabet = _alphabet(documents(), normalizer, limit=min(MAX_ALPHABET, (vocab_size - len(BERT_RESERVED_TOKENS)) // 2))
+    limit = min(MAX_ALPHABET, (vocab_size - len(BERT_RESERVED_TOKENS)) // 2)
+    alphabet = _alphabet(documents(), normalizer, limit=limit)
     if not alphabet:
         raise DataError(f"no text to train a vocabulary on in {_describe(files_or_dataset)}")
     # The alphabet and its "##" forms go in as "special tokens": this only places them in the vocabulary first,
@@ -132,30 +137,33 @@ def _document_source(files_or_dataset):
         isinstance(files_or_dataset, (list, tuple))
         and all(isinstance(p, (str, os.PathLike)) for p in files_or_dataset)
     ):
-        from sslm_jax.data import sources  # not at the top: sources' TF-free checks must be importable alone
-
-        patterns = [files_or_dataset] if isinstance(files_or_dataset, (str, os.PathLike)) else files_or_dataset
-        files_or_dataset = sources.file_documents([os.fspath(p) for p in patterns])
+        files_or_dataset = sources.file_documents(files_or_dataset)
     if isinstance(files_or_dataset, tf.data.Dataset):
         dataset = files_or_dataset
         return lambda: (doc.decode("utf-8", errors="replace") for doc in dataset.as_numpy_iterator())
     if not isinstance(files_or_dataset, Iterable):
-        raise TypeError(f"train_wordpiece takes file globs, a tf.data.Dataset or an iterable of str, not {files_or_dataset!r}")
+        raise TypeError(
+            f"train_wordpiece takes file globs, a tf.data.Dataset or an iterable of str, not {files_or_dataset!r}"
+        )
     if iter(files_or_dataset) is files_or_dataset:  # one-shot iterator: keep it to read it twice.
         files_or_dataset = list(files_or_dataset)
     documents = files_or_dataset
-    return lambda: (_check_str(doc) for doc in documents)
+    return lambda: (_as_text(doc) for doc in documents)
 
 
-def _check_str(doc) -> str:
+def _as_text(doc) -> str:
+    if isinstance(doc, bytes):
+        return doc.decode("utf-8", errors="replace")  # the same policy as the file readers
     if not isinstance(doc, str):
-        raise TypeError(f"train_wordpiece: documents must be str, got {type(doc).__name__}: {doc!r:.80}")
+        raise TypeError(f"train_wordpiece: documents must be str or bytes, got {type(doc).__name__}: {doc!r:.80}")
     return doc
 
 
 def _describe(files_or_dataset) -> str:
-    if isinstance(files_or_dataset, (str, os.PathLike, list, tuple)):
-        return repr(files_or_dataset if not isinstance(files_or_dataset, os.PathLike) else os.fspath(files_or_dataset))
+    if isinstance(files_or_dataset, os.PathLike):
+        files_or_dataset = os.fspath(files_or_dataset)
+    if isinstance(files_or_dataset, (str, list, tuple)):
+        return repr(files_or_dataset)
     return f"the given {type(files_or_dataset).__name__}"
 
 
@@ -167,8 +175,8 @@ def _alphabet(documents: Iterator[str], normalizer, *, limit: int) -> list[str]:
     counts: collections.Counter[str] = collections.Counter()
     for doc in documents:
         counts.update(normalizer.normalize_str(doc))
-    table = _pre_tokenizer_classes()
-    counts = {c: n for c, n in counts.items() if not table.is_whitespace(c)}
+    whitespace = _pre_tokenizer_classes().whitespace
+    counts = {c: n for c, n in counts.items() if c not in whitespace}
     kept = sorted(counts, key=lambda c: (-counts[c], ord(c)))[:limit]
     return sorted(kept, key=ord)
 
@@ -189,15 +197,11 @@ def _write_atomically(path: pathlib.Path, text: str) -> pathlib.Path:
 # --- The per-code-point normalisation table -------------------------------------------------------------------
 
 
-class _PreTokenizerClasses:
+class _PreTokenizerClasses(NamedTuple):
     """Which characters HF's `BertPreTokenizer` treats as whitespace (split) and as punctuation (isolated)."""
 
-    def __init__(self, whitespace: frozenset[str], punctuation: frozenset[str]):
-        self.whitespace = whitespace
-        self.punctuation = punctuation
-
-    def is_whitespace(self, c: str) -> bool:
-        return c in self.whitespace
+    whitespace: frozenset[str]
+    punctuation: frozenset[str]
 
 
 @functools.lru_cache(maxsize=1)
@@ -330,17 +334,18 @@ class WordPieceTokenizer:
     def tokenize(self, strings) -> tf.RaggedTensor | tf.Tensor:
         """Strings [N] -> WordPiece ids [N, (pieces)] int32, no [CLS]/[SEP] added; a scalar string -> ids [pieces].
 
-        Example (bert-base-uncased's vocab): ["Hello, world!", ""] -> [[7592, 1010, 2088, 999], []];
-        "the [MASK] sat" -> [1996, 103, 2938] (special tokens written in the text are recognised, as by HF).
+        Example: ["Hello, world!", ""] -> [ids of ["hello", ",", "world", "!"], []]; "the [MASK] sat" -> ids of
+        ["the", "[MASK]", "sat"] (special tokens written in the text are recognised, as by HF).
         """
         strings, scalar = _as_vector(strings)
         ids = self._tokenize_words(strings).merge_dims(1, 2)
         return ids[0] if scalar else ids
 
     def tokenize_words(self, strings) -> tf.RaggedTensor:
-        """Strings [N] -> ids [N, (words), (pieces)] int32 grouped by word (for whole-word masking); scalar -> [(words), (pieces)].
+        """Strings [N] -> ids [N, (words), (pieces)] int32, grouped by word (for whole-word masking).
 
-        Example (bert-base-uncased's vocab): ["unaffable !"] -> [[[14477, 20961, 3468], [999]]] ("una ##ffa ##ble", "!").
+        A scalar string gives [(words), (pieces)]. Example (bert-base-uncased's vocab): ["unaffable !"] ->
+        [[ids of ["una", "##ffa", "##ble"], [id of "!"]]].
         """
         strings, scalar = _as_vector(strings)
         ids = self._tokenize_words(strings)
@@ -349,7 +354,7 @@ class WordPieceTokenizer:
     def split_words(self, strings) -> tf.RaggedTensor | tf.Tensor:
         """Strings [N] -> the normalised words [N, (words)] tf.string that WordPiece then splits; scalar -> [words].
 
-        Example (lower_case=True): ["Héllo,\u00a0wörld [MASK]!"] -> [[b"hello", b",", b"world", b"[MASK]", b"!"]].
+        Example (lower_case=True): ["Héllo,\\u00a0wörld [MASK]!"] -> [[b"hello", b",", b"world", b"[MASK]", b"!"]].
         """
         strings, scalar = _as_vector(strings)
         words = self._split_words(strings)
@@ -383,14 +388,14 @@ class WordPieceTokenizer:
     def detokenize(self, ids) -> tf.Tensor:
         """Ids [N, (pieces)] (ragged or dense) -> [N] strings, "##" pieces glued to the previous piece.
 
-        Example: [[7592, 1010, 14477, 20961, 3468]] -> ["hello , unaffable"].
+        Example: [ids of ["hello", ",", "una", "##ffa", "##ble"]] -> [b"hello , unaffable"].
         """
         tokens = tf.gather(self._vocab_tensor, ids)
         text = tf.strings.reduce_join(tokens, axis=-1, separator=" ")
         return tf.strings.regex_replace(text, " " + _re2_escape(SUFFIX_INDICATOR), "")
 
     def decode(self, ids: Iterable[int]) -> str:
-        """Python ids -> text for display, like `detokenize`: [7592, 1010, 14477, 20961, 3468] -> "hello , unaffable"."""
+        """Python ids -> text for display, like `detokenize`: ids of ["hello", "una", "##ffa"] -> "hello unaffa"."""
         return " ".join(self.vocab[int(i)] for i in ids).replace(" " + SUFFIX_INDICATOR, "")
 
 
