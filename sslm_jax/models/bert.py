@@ -289,6 +289,9 @@ class BertLMPredictionHead(nn.Module):
             param_dtype=c.weights_dtype,
             name="transform",
         )(x)
+        # Pin the transform's output to the encoder's activation layout. Left to propagation, XLA (jaxlib 0.10.2,
+        # data × fsdp × tensor mesh) picked a layout for [B, P, H] whose backward pass gave wrong gradients.
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         x = layers.activation(c.hidden_act)(x)
         x = layers.layer_norm(c.layer_norm_eps, c.compute_dtype, c.weights_dtype, name="transform_layer_norm")(x)
         bias = self.param("bias", layers.zeros_init(("vocab",)), (c.vocab_size,), c.weights_dtype)
