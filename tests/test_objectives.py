@@ -1,0 +1,112 @@
+"""Objectives: sums against a numpy reference, padding ignored, float32 losses, exact aggregation of pieces."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from _step_helpers import random_batch, tiny_model
+from sslm_jax.models.bert import init_params
+from sslm_jax.objectives import finalize, make_pretraining_loss, mlm_loss_and_metrics, nsp_loss_and_metrics
+
+
+def _np_nll(logits, labels):
+    logits = logits.astype(np.float64)
+    logz = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    return logz - np.take_along_axis(logits, labels[..., None], -1)[..., 0]
+
+
+def test_mlm_sums_match_numpy_and_ignore_padding():
+    rng = np.random.RandomState(0)
+    logits = rng.randn(3, 5, 11).astype(np.float32) * 3
+    labels = rng.randint(0, 11, (3, 5)).astype(np.int32)
+    weights = (rng.rand(3, 5) < 0.6).astype(np.float32)
+    sums = mlm_loss_and_metrics(logits, labels, weights)
+    np.testing.assert_allclose(sums["mlm_loss_sum"], (_np_nll(logits, labels) * weights).sum(), rtol=1e-6)
+    np.testing.assert_allclose(sums["mlm_correct"], ((logits.argmax(-1) == labels) * weights).sum())
+    assert float(sums["mlm_weight"]) == weights.sum()
+    # Whatever the padded slots hold, they do not count.
+    garbage = np.where(weights > 0, labels, rng.randint(0, 11, labels.shape))
+    again = mlm_loss_and_metrics(logits * np.where(weights > 0, 1, 7)[..., None], garbage, weights)
+    for key in sums:
+        np.testing.assert_allclose(again[key], sums[key], rtol=1e-6)
+
+
+def test_losses_are_float32_from_bfloat16_logits():
+    logits = jax.random.normal(jax.random.key(0), (2, 3, 50)).astype(jnp.bfloat16)
+    labels = jnp.array([[1, 2, 3], [4, 5, 6]])
+    sums = mlm_loss_and_metrics(logits, labels, jnp.ones((2, 3)))
+    assert all(v.dtype == jnp.float32 for v in sums.values())
+    expected = _np_nll(np.asarray(logits.astype(jnp.float32)), np.asarray(labels)).sum()
+    np.testing.assert_allclose(sums["mlm_loss_sum"], expected, rtol=1e-5)
+    nsp = nsp_loss_and_metrics(logits[:, 0, :2], jnp.array([0, 1]))
+    assert all(v.dtype == jnp.float32 for v in nsp.values())
+
+
+def test_nsp_sums_and_example_weights():
+    logits = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 1.0]], np.float32)
+    labels = np.array([0, 1, 1])
+    sums = nsp_loss_and_metrics(logits, labels, np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(sums["nsp_loss_sum"], _np_nll(logits, labels)[[0, 2]].sum(), rtol=1e-6)
+    assert float(sums["nsp_correct"]) == 2.0 and float(sums["nsp_count"]) == 2.0
+
+
+def test_finalize_means_and_empty_batches():
+    out = finalize({"mlm_loss_sum": 6.0, "mlm_correct": 1.0, "mlm_weight": 4.0, "nsp_loss_sum": 1.0,
+                    "nsp_correct": 3.0, "nsp_count": 4.0})  # fmt: skip
+    np.testing.assert_allclose(
+        [out["mlm_loss"], out["mlm_accuracy"], out["nsp_loss"], out["nsp_accuracy"], out["loss"]],
+        [1.5, 0.25, 0.25, 0.75, 1.75],
+    )
+    np.testing.assert_allclose(out["perplexity"], np.exp(1.5), rtol=1e-6)
+    # An all-padding batch gives zeros, and the gradient through the division stays finite.
+    empty = finalize({"mlm_loss_sum": jnp.float32(0), "mlm_correct": 0.0, "mlm_weight": 0.0})
+    assert float(empty["mlm_loss"]) == 0.0
+    grad = jax.grad(lambda s: finalize({"mlm_loss_sum": s, "mlm_correct": 0.0, "mlm_weight": 0.0})["loss"])(1.0)
+    assert np.isfinite(grad)
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = tiny_model()
+    return model, init_params(model, jax.random.key(0))
+
+
+def test_pieces_with_whole_batch_denominators_add_up(model_and_params):
+    model, params = model_and_params
+    loss_fn = make_pretraining_loss(model, use_nsp=True, segment_attention=False)
+    batch = random_batch(8, seed=1)
+    whole_loss, whole_sums = loss_fn(params, batch, None, deterministic=True)
+    den = loss_fn.denominators(batch)
+    halves = [{k: v[:3] for k, v in batch.items()}, {k: v[3:] for k, v in batch.items()}]
+    counts = [float(h["masked_weights"].sum()) for h in halves]
+    assert counts[0] / 3 != counts[1] / 5  # unequal predictions per row: a mean of means would be wrong
+    parts = [loss_fn(params, h, None, deterministic=True, denominators=den) for h in halves]
+    np.testing.assert_allclose(parts[0][0] + parts[1][0], whole_loss, rtol=1e-6)
+    for key in whole_sums:
+        np.testing.assert_allclose(parts[0][1][key] + parts[1][1][key], whole_sums[key], rtol=1e-6)
+    # The loss is the sum of the two objectives' means.
+    np.testing.assert_allclose(whole_loss, finalize(whole_sums)["loss"], rtol=1e-6)
+
+
+def test_masked_position_logits_equal_full_logits(model_and_params):
+    model, params = model_and_params
+    batch = random_batch(4, seed=2)
+    loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
+    _, sums = loss_fn(params, batch, None, deterministic=True)
+    full = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    gathered = np.take_along_axis(np.asarray(full.mlm_logits), batch["masked_positions"][..., None], axis=1)
+    reference = mlm_loss_and_metrics(gathered, batch["masked_ids"], batch["masked_weights"])
+    np.testing.assert_allclose(sums["mlm_loss_sum"], reference["mlm_loss_sum"], rtol=1e-5)
+    assert "nsp_loss_sum" not in sums
+
+
+def test_segment_attention_uses_segment_ids(model_and_params):
+    model, params = model_and_params
+    batch = random_batch(4, seed=3)
+    batch["segment_ids"] = np.where(batch["token_type_ids"] > 0, 2, batch["attention_mask"]).astype(np.int32)
+    with_segments = make_pretraining_loss(model, use_nsp=False, segment_attention=True)
+    without = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
+    assert float(with_segments(params, batch, None, True)[0]) != float(without(params, batch, None, True)[0])
+    batch["segment_ids"] = batch["attention_mask"].copy()  # one document per row: the same attention
+    np.testing.assert_allclose(with_segments(params, batch, None, True)[0], without(params, batch, None, True)[0])
