@@ -62,18 +62,21 @@ def truncate_pair_lengths(len_a: tf.Tensor, len_b: tf.Tensor, max_tokens: int) -
     return tf.where(over, new_a, len_a), tf.where(over, max_tokens - new_a, len_b)
 
 
-def _chunk_documents(sentence_lens, n_sent, target, *, nsp: bool, can_random, seed):
+def _chunk_documents(sentence_lens, first_sentence, n_sent, target, *, nsp: bool, can_random, seed):
     """BERT's sentence-accumulation loop, run for all documents of the group at once.
 
-    Returns per chunk (flattened over documents, in document order): doc, start, end (sentence indices, end
-    exclusive), a_end (sentences in A) and is_random (NSP random next segment).
+    sentence_lens: [S] tokens of every sentence of the group (documents one after another); first_sentence,
+    n_sent, target: [G] per document. One step adds the next sentence of every unfinished document, so the loop
+    runs as many steps as the longest document has sentences (plus put-backs). Returns per chunk (in document
+    order): doc, start, end (sentence indices within the document, end exclusive), a_end (sentences in A) and
+    is_random (NSP random next segment).
     """
     num_docs = tf.shape(n_sent)[0]
-    max_sent = tf.maximum(tf.shape(sentence_lens)[1], 1)
+    last_sentence = tf.maximum(tf.size(sentence_lens) - 1, 0)
 
     def body(step, i, start, current, arrays):
         active = i < n_sent
-        seg = tf.gather(sentence_lens, tf.minimum(i, max_sent - 1), batch_dims=1)
+        seg = tf.gather(sentence_lens, tf.minimum(first_sentence + i, last_sentence))
         current = current + tf.where(active, seg, 0)
         emit = tf.logical_and(active, tf.logical_or(tf.equal(i, n_sent - 1), current >= target))
         n_chunk = i - start + 1
@@ -128,12 +131,14 @@ def sentence_pairs(
     max_tokens = max_seq_len - 3
     sentences = tf.cast(sentences, tf.int32)
     sentences = tf.ragged.boolean_mask(sentences, sentences.row_lengths(axis=2) > 0)
-    doc_tokens = sentences.merge_dims(1, 2)  # [G, (tokens)]
-    n_sent = tf.cast(sentences.row_lengths(axis=1), tf.int32)
-    sentence_lens = tf.cast(sentences.row_lengths(axis=2).to_tensor(), tf.int32)  # [G, S]
+    # Everything below indexes the group's sentences and tokens globally (documents one after another), so no
+    # [documents, sentences] matrix is ever built: a group of long documents costs memory linear in its size.
+    flat_tokens = sentences.flat_values
+    sentence_lens = tf.cast(sentences.values.row_lengths(), tf.int32)  # [S]
+    offset = tf.pad(tf.cumsum(sentence_lens), [[1, 0]])  # [S + 1]: token offset of each sentence, then the end
+    first_sentence = tf.cast(sentences.row_splits[:-1], tf.int32)  # [G]
+    n_sent = tf.cast(sentences.row_lengths(), tf.int32)
     num_docs = tf.shape(n_sent)[0]
-    # cum[g, s]: tokens of document g before sentence s, [G, S + 1].
-    cum = tf.pad(tf.cumsum(sentence_lens, axis=1), [[0, 0], [1, 0]])
     nonempty = n_sent > 0
     num_nonempty = tf.reduce_sum(tf.cast(nonempty, tf.int32))
 
@@ -142,6 +147,7 @@ def sentence_pairs(
     target = tf.where(u[:, 0] < short_seq_prob, tf.minimum(short_target, max_tokens), max_tokens)
     doc, start, end, a_end, is_random = _chunk_documents(
         sentence_lens,
+        first_sentence,
         n_sent,
         target,
         nsp=objective == "nsp",
@@ -151,12 +157,10 @@ def sentence_pairs(
     num_chunks = tf.shape(doc)[0]
     r = tf.random.stateless_uniform([num_chunks, 6], seed=tf.random.experimental.stateless_fold_in(seed, _PAIR))
 
-    def cum_at(d, s):
-        return tf.gather_nd(cum, tf.stack([d, s], axis=1))
-
-    a_start = cum_at(doc, start)
-    a_stop = cum_at(doc, start + a_end)
-    b_start, b_stop, b_doc = a_stop, cum_at(doc, end), doc
+    doc_first = tf.gather(first_sentence, doc)
+    a_start = tf.gather(offset, doc_first + start)
+    a_stop = tf.gather(offset, doc_first + start + a_end)
+    b_start, b_stop = a_stop, tf.gather(offset, doc_first + end)
     # A single-sentence chunk with B from the same document: split the sentence at a random token.
     single = tf.logical_and(tf.equal(end - start, 1), tf.logical_not(is_random))
     chunk_len = b_stop - a_start
@@ -171,20 +175,16 @@ def sentence_pairs(
     hop = 1 + tf.cast(r[:, 1] * tf.cast(tf.maximum(num_nonempty - 1, 1), tf.float32), tf.int32)
     other = tf.gather(nonempty_docs, (rank + hop) % tf.maximum(num_nonempty, 1))
     other_sent = tf.gather(n_sent, other)
-    rand_start = tf.minimum(tf.cast(r[:, 2] * tf.cast(other_sent, tf.float32), tf.int32), other_sent - 1)
+    other_first = tf.gather(first_sentence, other)
+    rand_start = other_first + tf.minimum(tf.cast(r[:, 2] * tf.cast(other_sent, tf.float32), tf.int32), other_sent - 1)
+    base = tf.gather(offset, rand_start)
     target_b = tf.gather(target, doc) - (a_stop - a_start)
-    other_cum = tf.gather(cum, other)  # [C, S + 1]
-    base = tf.gather(other_cum, rand_start, batch_dims=1)
-    j = tf.range(tf.shape(sentence_lens)[1])[None, :]
-    enough = (other_cum[:, 1:] - base[:, None]) >= target_b[:, None]
-    stop_here = tf.logical_and(tf.logical_and(j >= rand_start[:, None], j < other_sent[:, None]), enough)
-    last = tf.where(
-        tf.reduce_any(stop_here, axis=1), tf.argmax(tf.cast(stop_here, tf.int32), axis=1, output_type=tf.int32),
-        other_sent - 1,
-    )
+    # The first sentence from rand_start on whose end reaches the target (sentence ends increase), at least
+    # rand_start itself, at most the other document's last sentence.
+    reach = tf.searchsorted(offset[1:], base + target_b, side="left", out_type=tf.int32)
+    last = tf.maximum(tf.minimum(reach, other_first + other_sent - 1), rand_start)
     b_start = tf.where(is_random, base, b_start)
-    b_stop = tf.where(is_random, tf.gather(other_cum, last + 1, batch_dims=1), b_stop)
-    b_doc = tf.where(is_random, other, b_doc)
+    b_stop = tf.where(is_random, tf.gather(offset, last + 1), b_stop)
 
     len_a, len_b = a_stop - a_start, b_stop - b_start
     new_a, new_b = truncate_pair_lengths(len_a, len_b, max_tokens)
@@ -196,9 +196,8 @@ def sentence_pairs(
         probs=0.5,
         output_dtype=tf.int32,
     )
-    row_start = tf.cast(doc_tokens.row_splits, tf.int32)
-    a_from = tf.gather(row_start, doc) + a_start + front[:, 0]
-    b_from = tf.gather(row_start, b_doc) + b_start + front[:, 1]
+    a_from = a_start + front[:, 0]
+    b_from = b_start + front[:, 1]
     if objective == "sop":
         label = r[:, 3] < 0.5
         a_from, b_from = tf.where(label, b_from, a_from), tf.where(label, a_from, b_from)
@@ -208,9 +207,8 @@ def sentence_pairs(
     keep = tf.logical_and(new_a >= 1, new_b >= 1)
     a_from, b_from, new_a, new_b, label = (tf.boolean_mask(x, keep) for x in (a_from, b_from, new_a, new_b, label))
 
-    flat = doc_tokens.flat_values
-    seg_a = tf.gather(flat, tf.ragged.range(a_from, a_from + new_a))
-    seg_b = tf.gather(flat, tf.ragged.range(b_from, b_from + new_b))
+    seg_a = tf.gather(flat_tokens, tf.ragged.range(a_from, a_from + new_a))
+    seg_b = tf.gather(flat_tokens, tf.ragged.range(b_from, b_from + new_b))
     n = tf.shape(new_a)[0]
     cls = tf.fill([n, 1], tf.constant(cls_id, tf.int32))
     sep = tf.fill([n, 1], tf.constant(sep_id, tf.int32))
