@@ -49,8 +49,12 @@ def test_truncate_pair_lengths_matches_bert_loop():
         got = numpy_tree(pairs.truncate_pair_lengths(tf.constant(a), tf.constant(b), max_tokens))
         expected = np.array([bert_truncate(x, y, max_tokens) for x, y in zip(a, b)]).T
         np.testing.assert_array_equal(got, expected)
-    got = numpy_tree(pairs.truncate_pair_lengths(tf.constant([3, 20, 10, 4]), tf.constant([20, 3, 10, 5]), 15))
-    np.testing.assert_array_equal(got, [[3, 12, 8, 4], [12, 3, 7, 5]])
+    example = (tf.constant([3, 20, 10, 4]), tf.constant([20, 3, 10, 5]))
+    for got in (
+        numpy_tree(pairs.truncate_pair_lengths(*example, 15)),
+        in_dataset(lambda a, b: pairs.truncate_pair_lengths(a, b, 15), *example),
+    ):
+        np.testing.assert_array_equal(got, [[3, 12, 8, 4], [12, 3, 7, 5]])
 
 
 def test_sentence_pairs_example():

@@ -115,6 +115,38 @@ def test_create_dataset_validates_before_reading(tokenizer):
         )
 
 
+# --- the pipeline's own ops ---------------------------------------------------------------------------------
+
+
+def test_tokenize_sentences_eagerly_and_in_tf_data(tokenizer):
+    docs = tf.constant(["t1 t2. T3 t4\nt5", "t6"])
+    expected = [[[105, 106, 1], [107, 108], [109]], [[110]]]  # "." is not in this vocabulary: [UNK] = 100
+    expected[0][0][2] = tokenizer.unk_id
+    assert pretraining.tokenize_sentences(tokenizer, docs).to_list() == expected
+    ds = tf.data.Dataset.from_tensors(docs).map(lambda d: pretraining.tokenize_sentences(tokenizer, d))
+    assert next(iter(ds)).to_list() == expected
+
+
+def test_finish_batch_eagerly_and_in_tf_data(tokenizer):
+    masker = pretraining.masking.Masker.from_tokenizer(tokenizer, rate=0.15, max_predictions=3, whole_word=False)
+    rows = {
+        "input_ids": tf.constant([[101, 110, 111, 102, 0], [0, 0, 0, 0, 0]]),
+        "token_type_ids": tf.zeros([2, 5], tf.int32),
+        "segment_ids": tf.constant([[1, 1, 1, 1, 0], [0, 0, 0, 0, 0]]),
+        "nsp_label": tf.zeros([2], tf.int32),
+    }
+    seed = tf.constant([0, 1], tf.int64)
+    eager = {k: v.numpy() for k, v in pretraining.finish_batch(rows, masker=masker, seed=seed).items()}
+    ds = tf.data.Dataset.from_tensors(rows).map(lambda r: pretraining.finish_batch(r, masker=masker, seed=seed))
+    graph = {k: v.numpy() for k, v in next(iter(ds)).items()}
+    assert eager.keys() == graph.keys() == pretraining.BATCH_SPEC.keys()
+    for k in eager:
+        np.testing.assert_array_equal(eager[k], graph[k])
+    np.testing.assert_array_equal(eager["attention_mask"], [[1, 1, 1, 1, 0], [0] * 5])
+    np.testing.assert_array_equal(eager["masked_weights"], [[1, 0, 0], [0, 0, 0]])  # max(1, round(0.3)) = 1
+    assert eager["masked_positions"][0, 0] in (1, 2) and eager["masked_ids"][0, 0] in (110, 111)
+
+
 # --- the batch contract -----------------------------------------------------------------------------------
 
 

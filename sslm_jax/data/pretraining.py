@@ -54,7 +54,7 @@ DOCUMENT_SHUFFLE_BUFFER = 1024
 MIN_SEQ_LEN = 8
 
 # The batch every split yields: key -> (dtype, shape), B = per-host batch, L = max_seq_len,
-# P = max_predictions_per_seq. See docs/data contract.
+# P = max_predictions_per_seq.
 BATCH_SPEC = {
     "input_ids": (np.int32, "B L"),  # masked tokens already replaced (80 % [MASK] / 10 % random / 10 % same)
     "attention_mask": (np.int32, "B L"),  # 1 = real token, 0 = padding
