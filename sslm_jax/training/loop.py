@@ -4,7 +4,7 @@
     from sslm_jax.training.loop import train_and_evaluate
     final_eval = train_and_evaluate(load_config("configs/bert_demo.py:smoke"), "/tmp/demo")
 
-What it does, in order: validate the config → (multi-host) `jax.distributed.initialize` → check the workdir →
+What it does, in order: (multi-host) `jax.distributed.initialize` → validate the config → check the workdir →
 find or train the vocabulary → build the task (model, loss, data) → mesh, optimizer, sharded state (restored
 by the one policy in `checkpointing.restore_or_init`) → steps, with logging, evaluation, checkpoints and a
 clean stop on SIGTERM → a final checkpoint and evaluation.
@@ -53,6 +53,25 @@ def validate_config(config) -> None:
         raise ConfigError(
             f"config.batch_size={config.batch_size} is not divisible by the {jax.process_count()} processes"
         )
+
+
+def validate_parallelism(config) -> None:
+    """The runners' mesh and batch checks, done up front: ConfigError when `config.mesh_shape` does not fit the
+    devices or `config.batch_size` does not split into data-parallel shards × `grad_accum_steps` micro-batches."""
+    if config.parallelism == "jit":
+        data, fsdp, _ = partitioning.resolve_mesh_shape(config.mesh_shape, jax.device_count())
+        data_parallel = data * fsdp
+    else:
+        data_parallel = jax.local_device_count()
+    partitioning.validate_batch_size(config.batch_size, data_parallel, grad_accum_steps=config.grad_accum_steps)
+
+
+def validate_task_settings(config) -> None:
+    """The task's checks that read no data (pretraining: sequence length, predictions, masking, ...)."""
+    if config.task == "pretrain":
+        from sslm_jax.data import pretraining
+
+        pretraining.validate_settings(config.data, max_position_embeddings=config.model.max_position_embeddings)
 
 
 def adopt_init_from_settings(config) -> None:
@@ -277,11 +296,15 @@ def _psum_outputs(eval_step, axis):
 
 def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     """Trains `config` in `workdir` (resuming whatever is there) and returns the final eval metrics."""
+    if config.distributed and not jax.distributed.is_initialized():
+        # First: initialize() fails once anything (even jax.process_count()) has started jax's backends.
+        jax.distributed.initialize()
     validate_config(config)
     if config.init_from:
         adopt_init_from_settings(config)
-    if config.distributed:
-        jax.distributed.initialize()
+    # Every check that needs no data runs before the workdir is touched (a vocabulary trained into it, say).
+    validate_parallelism(config)
+    validate_task_settings(config)
     workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
     manager = checkpointing.create_manager(workdir, config=config)
 
