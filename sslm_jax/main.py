@@ -163,6 +163,43 @@ def _main(argv):
         sys.exit(2)
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, except that a bad flag or `--config` (a missing file, a failing get_config, a field the
+    locked config lacks) ends the program like any bad input: one line `sslm <command>: error: ...`, exit 2 (absl
+    would print a traceback or a multi-line report)."""
+    try:
+        args = FLAGS(argv)
+        if FLAGS.config is not None:
+            FLAGS.config.keys()  # a config file that failed to load raises its deferred error on first use
+        return args
+    except flags.Error as e:
+        # A failing get_config arrives with its traceback inside the message: keep the flag and the final line.
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+    except OSError as e:
+        if "config file" not in str(e):  # not config_flags' "Failed loading config file ...": not ours to word
+            raise
+        message = f"--config: {str(e).splitlines()[-1].strip()}"
+    except (AttributeError, KeyError) as e:  # config_flags: `--config.<path>=` names no field of the config
+        message = _unknown_field_message(e, argv)
+    command = next((a for a in argv[1:] if not a.startswith("-")), None)
+    print(f"sslm{' ' + command if command else ''}: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _unknown_field_message(error: Exception, argv: list[str]) -> str:
+    """E.g. '--config.batch_sizee: the config has no field 'batch_sizee'; Did you mean "batch_size" ...?'."""
+    text = error
+    while isinstance(text, (AttributeError, KeyError)) and text.args:
+        text = text.args[0]  # config_flags wraps ml_collections' KeyError (and its did-you-mean) in an AttributeError
+    first, *rest = str(text).strip().splitlines() or [""]
+    field = first.strip("'\"")
+    overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    flag = next((o for o in overrides if field in o.split(".")[1:]), "--config")
+    hint = " ".join(line.strip() for line in rest)
+    return f"{flag}: the config has no field {field!r}{'; ' + hint if hint else ''} (every field: configs/base.py)"
+
+
 def run():
     """Console-script entry point."""
     from sslm_jax.config_loading import config_dir_on_path
@@ -175,7 +212,7 @@ def run():
     # TensorFlow's C++ start-up chatter (no CUDA driver, ...) says nothing about the run.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     app.call_after_init(_quiet_library_info)
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
 
 
 class _LibraryInfoFilter(logging.Filter):
