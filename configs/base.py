@@ -82,6 +82,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Checkpoints, evaluation and logging ----------------------------------------------------------------
     c.init_from = ""  # params-only start: an sslm workdir or checkpoint, or a Hugging Face BERT directory.
+    # (With init_from, model.size / vocab_size / max_position_embeddings / type_vocab_size / hidden_act and
+    # data.lower_case are taken from that checkpoint, whatever the config says.)
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
     c.eval_every_steps = 500

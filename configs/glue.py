@@ -1,7 +1,7 @@
 """Fine-tune a pretrained BERT on a GLUE task (TFDS) or on your own labelled tsv / csv / jsonl files.
 
 Commands (from the repository root; `init_from` is an sslm workdir/checkpoint or a Hugging Face BERT directory,
-and `model.size` must be its size):
+whose model size, vocabulary and casing the run takes over: `model.size` below only applies without init_from):
     sslm finetune --config=configs/glue.py:sst2 --workdir=/tmp/glue_sst2 \
         --config.init_from=/path/to/bert-base-uncased --config.data.tfds_data_dir=/path/to/tensorflow_datasets
     sslm finetune --config=configs/glue.py:files --workdir=/tmp/my_task --config.init_from=... \
@@ -56,7 +56,7 @@ def get_config(arg: str | None = None):
 
     c = base.get_config()
     c.task = "classify"
-    c.model.size = "base"  # must match init_from (bert-base-uncased and most checkpoints are "base")
+    c.model.size = "base"  # without init_from only: with it, the checkpoint's size is used
     c.data.max_seq_len = 128
     c.data.shuffle_buffer = 100_000  # the whole train set for all but QQP, MNLI and QNLI
     c.data.label_field = "label"

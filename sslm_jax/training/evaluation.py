@@ -22,8 +22,6 @@ from sslm_jax.training.state import TrainState
 def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
     """(the checkpoint directory evaluated, {metric: value}) for the latest checkpoint of the workdir `path` (or the
     checkpoint directory `path` itself). `eval_steps` > 0 stops after that many batches."""
-    from sslm_jax.data import tokenizer as tokenizer_lib
-
     if eval_steps < 0:
         raise ConfigError(f"eval_steps={eval_steps} must be >= 0 (0 evaluates the whole eval split)")
     step_dir = checkpointing.latest_checkpoint(path)
@@ -31,6 +29,8 @@ def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
         raise CheckpointError(f"{path} holds no checkpoint: give a training run's workdir (with checkpoints/<step>)")
     config = checkpointing.load_config(step_dir)
     loop.validate_config(config)
+    from sslm_jax.data import tokenizer as tokenizer_lib  # TensorFlow: imported once the checkpoint is found
+
     tok = tokenizer_lib.load_tokenizer(checkpointing.vocab_file(step_dir), lower_case=config.data.lower_case)
     task = loop.build_task(config, loop.bert_config(config, tok.vocab_size), tok)
     if task.eval_data is None:

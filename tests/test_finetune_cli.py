@@ -1,0 +1,275 @@
+"""End to end on a tiny model: pretrain → `sslm finetune` (init_from the pretraining run) → `sslm eval` →
+`sslm predict` → `sslm export-hf` → transformers, plus `sslm fill-mask`, and the one-line errors of bad input.
+
+The labelled data are rows of the shared SST-2 files with their labels renamed negative / positive, written to a
+temporary folder; the dev file has 37 rows, so the last eval batch (8 rows) is padded.
+"""
+
+import json
+import math
+import pathlib
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sslm_jax.config_loading import load_config
+from sslm_jax.errors import CheckpointError, DataError, SslmError
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+LABELS = {"0": "negative", "1": "positive"}
+DEV_ROWS = 37
+
+pytestmark = pytest.mark.slow
+
+
+def sslm(*args, check=True) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def _sst2_rows(path: pathlib.Path, count: int) -> list[tuple[str, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()[1 : count + 1]
+    return [(sentence, LABELS[label]) for sentence, label in (line.split("\t") for line in lines)]
+
+
+def _write_tsv(path: pathlib.Path, rows, header=("sentence", "label")) -> pathlib.Path:
+    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(shared_data, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sst2")
+    train = _sst2_rows(shared_data / "sst2" / "train.tsv", 160)
+    dev = _sst2_rows(shared_data / "sst2" / "dev.tsv", DEV_ROWS)
+    return {
+        "train": _write_tsv(folder / "train.tsv", train),
+        "dev": _write_tsv(folder / "dev.tsv", dev),
+        "dev_rows": dev,
+        "folder": folder,
+    }
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from sslm_jax.training.loop import train_and_evaluate
+
+    config = load_config(f"{ROOT}/configs/bert_demo.py:smoke")
+    config.total_steps = 4
+    config.eval_every_steps = 4
+    config.checkpoint_every_steps = 4
+    config.fill_mask_examples = ()
+    workdir = tmp_path_factory.mktemp("pretrain")
+    train_and_evaluate(config, workdir)
+    return workdir
+
+
+def finetune_flags(workdir, init_from, train, dev, *extra):
+    return (
+        "finetune", "--config=configs/glue.py:files,smoke", f"--workdir={workdir}", f"--config.init_from={init_from}",
+        f"--config.data.train_files={train}", f"--config.data.eval_files={dev}", "--config.total_steps=4",
+        "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4", *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained, data, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finetune")
+    # model.size=mini on purpose: with init_from, the model's shape is the checkpoint's (tiny), not the config's.
+    sslm(*finetune_flags(workdir, pretrained, data["train"], data["dev"], "--config.model.size=mini"))
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def predictions(finetuned, data):
+    output = data["folder"] / "predictions.jsonl"
+    out = sslm("predict", f"--workdir={finetuned}", f"--input={data['dev']}", f"--output={output}")
+    assert f"wrote {DEV_ROWS} predictions" in out.stdout
+    return [json.loads(line) for line in output.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def exported(finetuned, tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("export") / "sst2_classifier"
+    sslm("export-hf", f"--workdir={finetuned}", f"--out={out_dir}")
+    return out_dir
+
+
+def _saved_config(workdir) -> dict:
+    (step,) = sorted((pathlib.Path(workdir) / "checkpoints").glob("[0-9]*"))
+    return json.loads((step / "config" / "config.json").read_text())
+
+
+def test_finetune_saves_label_names_and_takes_the_model_from_init_from(finetuned):
+    saved = _saved_config(finetuned)
+    assert saved["task"] == "classify"
+    assert saved["data"]["label_names"] == ["negative", "positive"] and saved["data"]["num_labels"] == 2
+    assert saved["model"]["size"] == "tiny"  # the pretraining run's, though the command said mini
+    logged = [json.loads(line) for line in (finetuned / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in logged if "tokens_per_second" in m]
+    evals = [m for m in logged if "eval_examples" in m]
+    # The step metrics come from finalize(sums): a real loss and an accuracy, not the zeros of unknown keys.
+    assert train and all(m["loss"] > 0.1 and 0 <= m["accuracy"] <= 1 for m in train)
+    assert evals and evals[-1]["eval_examples"] == 16  # the smoke config's eval_steps=2 batches of 8
+
+
+def test_eval_is_exact_and_agrees_with_predict(finetuned, predictions, data):
+    out = sslm("eval", f"--workdir={finetuned}")
+    metrics = dict(re.findall(r"(\w+)=([-\d.e+]+)", out.stdout.strip().splitlines()[-1]))
+    assert float(metrics["examples"]) == DEV_ROWS  # every dev row once, the padding of the last batch ignored
+    labels = [label for _, label in data["dev_rows"]]
+    accuracy = np.mean([p["label"] == label for p, label in zip(predictions, labels)])
+    loss = -np.mean([math.log(p["probabilities"][label]) for p, label in zip(predictions, labels)])
+    assert float(metrics["accuracy"]) == pytest.approx(accuracy, abs=1e-3)
+    assert float(metrics["loss"]) == pytest.approx(loss, rel=1e-3)
+
+
+def test_predict_writes_one_record_per_input(predictions, data):
+    assert [p["text"] for p in predictions] == [sentence for sentence, _ in data["dev_rows"]]
+    for p in predictions:
+        assert set(p["probabilities"]) == {"negative", "positive"}
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+
+
+@pytest.mark.torch
+def test_exported_classifier_predicts_the_same_in_transformers(torch, exported, predictions, finetuned):
+    import transformers
+
+    model = transformers.BertForSequenceClassification.from_pretrained(exported).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(exported)
+    assert model.config.id2label == {0: "negative", 1: "positive"}
+    max_len = _saved_config(finetuned)["data"]["max_seq_len"]
+    texts = [p["text"] for p in predictions]
+    encoded = tokenizer(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
+    with torch.no_grad():
+        probs = torch.softmax(model(**encoded).logits, dim=-1).numpy()
+    ours = np.array([[p["probabilities"][name] for name in ("negative", "positive")] for p in predictions])
+    np.testing.assert_allclose(ours, probs, atol=1e-4)
+    assert [model.config.id2label[i] for i in probs.argmax(-1)] == [p["label"] for p in predictions]
+
+
+def test_fill_mask_on_our_checkpoint_and_its_huggingface_export(pretrained, tmp_path):
+    from sslm_jax.inference.export import export_hf
+    from sslm_jax.inference.fill_mask import fill_mask_from
+
+    out = sslm("fill-mask", f"--workdir={pretrained}", "--top-k=3", "the [MASK] is closed .", "a [MASK] of [MASK] .")
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == "the [MASK] is closed ." and lines[2] == "a [MASK] of [MASK] ."
+    assert [line.split(":")[0] for line in lines[1:2] + lines[3:]] == ["  [MASK] 1", "  [MASK] 1", "  [MASK] 2"]
+    assert all(len(line.split(": ", 1)[1].split(", ")) == 3 for line in lines if line.startswith("  "))
+
+    hf_dir = export_hf(pretrained, tmp_path / "hf")
+    texts = ["the [MASK] is closed .", "return the [MASK] ."]
+    ours, theirs = fill_mask_from(pretrained, texts, top_k=4), fill_mask_from(hf_dir, texts, top_k=4)
+    for a, b in zip(ours, theirs):
+        for mask_a, mask_b in zip(a, b):
+            assert [t for t, _ in mask_a] == [t for t, _ in mask_b]
+            np.testing.assert_allclose([p for _, p in mask_a], [p for _, p in mask_b], atol=1e-6)
+    with pytest.raises(SslmError, match=r"no \[MASK\] in"):
+        fill_mask_from(hf_dir, ["nothing to fill"])
+
+
+def test_eval_of_a_pretraining_run(pretrained):
+    from sslm_jax.training.evaluation import evaluate_checkpoint
+
+    step_dir, metrics = evaluate_checkpoint(pretrained, eval_steps=1)
+    assert step_dir.name == "4"
+    assert {"loss", "mlm_accuracy", "perplexity", "unigram_accuracy"} <= set(metrics)
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["mlm_loss"]), rel=1e-4)
+
+
+def test_fill_mask_and_eval_refuse_what_they_cannot_use(finetuned, tmp_path):
+    from sslm_jax.inference.fill_mask import fill_mask_from
+    from sslm_jax.training.evaluation import evaluate_checkpoint
+
+    with pytest.raises(SslmError, match="classification model, which has no masked-LM head"):
+        fill_mask_from(finetuned, ["the [MASK] ."])
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        evaluate_checkpoint(tmp_path)
+
+
+# --- Bad input: one clear line, nothing trained -----------------------------------------------------------
+
+
+def _finetune_in_process(workdir, init_from, train, dev, **overrides):
+    from sslm_jax.training.loop import train_and_evaluate
+
+    config = load_config(f"{ROOT}/configs/glue.py:files,smoke")
+    config.init_from = str(init_from)
+    config.data.train_files = str(train)
+    config.data.eval_files = str(dev)
+    config.total_steps = 1
+    for key, value in overrides.items():
+        section, field = key.split("__")
+        config[section][field] = value
+    return train_and_evaluate(config, workdir)
+
+
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("label_outside_declared", r"dev.tsv:3: label 'neutral' is not one of data.label_names \(negative, positive\)"),
+        ("missing_text_column", r"train.tsv:2: no column 'review' \(columns: sentence, label\)"),
+        ("missing_label_column", r"train.tsv:2: no column 'stars'"),
+        ("empty_eval_file", r"data.eval_files: .*empty_dev.tsv has no examples"),
+        ("pair_task_one_column", r"no column 'sentence2' \(columns: sentence, label\)"),
+        ("num_labels_other_than_the_data", r"data.num_labels=3 disagrees with the 2 labels"),
+    ],
+)
+def test_bad_fine_tuning_input_is_one_line(case, match, pretrained, data, tmp_path):
+    train, dev, overrides = data["train"], data["dev"], {}
+    if case == "label_outside_declared":
+        dev = _write_tsv(tmp_path / "dev.tsv", [("fine", "positive"), ("meh", "neutral")])
+        overrides = {"data__label_names": ("negative", "positive")}
+    elif case == "missing_text_column":
+        overrides = {"data__text_field": "review"}
+    elif case == "missing_label_column":
+        overrides = {"data__label_field": "stars"}
+    elif case == "empty_eval_file":
+        dev = _write_tsv(tmp_path / "empty_dev.tsv", [])
+    elif case == "pair_task_one_column":
+        overrides = {"data__text_field": "sentence,sentence2"}
+    elif case == "num_labels_other_than_the_data":
+        overrides = {"data__num_labels": 3}
+    with pytest.raises(SslmError, match=match) as e:
+        _finetune_in_process(tmp_path / "run", pretrained, train, dev, **overrides)
+    assert "\n" not in str(e.value)
+    assert not list((tmp_path / "run").glob("checkpoints/[0-9]*"))
+
+
+def test_classifier_head_of_another_size_is_one_line(finetuned, data, tmp_path):
+    rows = [(s, "negative") for s, _ in data["dev_rows"][:10]] + [(s, label) for s, label in [("ok", "neutral")] * 4]
+    rows += [(s, "positive") for s, _ in data["dev_rows"][10:20]]
+    train = _write_tsv(tmp_path / "three.tsv", rows)
+    with pytest.raises(CheckpointError, match=r"classifier head for 2 labels, this task has 3") as e:
+        _finetune_in_process(tmp_path / "run", finetuned, train, train)
+    assert "\n" not in str(e.value)
+
+
+def test_predict_errors_are_one_line_with_exit_status_2(finetuned, data, tmp_path):
+    from sslm_jax.inference.classify import predict_file
+
+    bad = _write_tsv(tmp_path / "reviews.tsv", [("great",)], header=("review",))
+    out = sslm("predict", f"--workdir={finetuned}", f"--input={bad}", check=False)
+    assert out.returncode == 2
+    errors = [line for line in out.stderr.splitlines() if line.startswith("sslm predict: error:")]
+    assert len(errors) == 1 and "no column 'sentence' (it has review)" in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    # The same file with its column named works; a pair of columns for a single-text model does not.
+    assert predict_file(finetuned, bad, tmp_path / "out.jsonl", text_fields=["review"]) == 1
+    with pytest.raises(DataError, match=r"trained on single texts \(sentence\); .* name 2 column"):
+        predict_file(finetuned, data["dev"], text_fields=["sentence", "label"])
+    with pytest.raises(SslmError, match="not a classifier"):
+        predict_file(_pretrain_dir(finetuned), data["dev"])
+
+
+def _pretrain_dir(finetuned) -> str:
+    return _saved_config(finetuned)["init_from"]
