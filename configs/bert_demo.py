@@ -26,14 +26,14 @@ def get_config(arg: str | None = None):
     c.model.hidden_dropout_prob = 0.0  # a few hundred steps on a small corpus: dropout only slows learning
     c.model.attention_probs_dropout_prob = 0.0
     c.batch_size = 64
-    c.total_steps = 1200
+    c.total_steps = 1000
     c.learning_rate = 2e-3
     c.warmup_steps = 100
     c.weight_decay = 0.01
     c.log_every_steps = 50
-    c.eval_every_steps = 400
+    c.eval_every_steps = 250
     c.eval_steps = 10
-    c.checkpoint_every_steps = 400
+    c.checkpoint_every_steps = 500
     c.keep_checkpoints = 2
     c.fill_mask_examples = (
         "the [MASK] is closed when the file is no longer needed .",
