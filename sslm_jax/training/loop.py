@@ -12,6 +12,7 @@ clean stop on SIGTERM → a final checkpoint and evaluation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -355,14 +356,18 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         step = manager.latest_step()
         return str(manager.directory / str(step)) if step is not None else "none"
 
-    losses: list[tuple[int, jax.Array]] = []  # this interval's per-step losses, still on device
+    # This interval's (step, loss, param_norm), still on device. A step's loss vouches only for the parameters it
+    # started from; param_norm (after the update) for the ones a checkpoint of that step holds.
+    losses: list[tuple[int, jax.Array, jax.Array]] = []
 
     def check_finite() -> None:
-        for step, loss in losses:
-            if not math.isfinite(float(loss)):
+        for step, loss, param_norm in losses:
+            values = {"loss": float(loss), "param_norm": float(param_norm)}
+            bad = [f"{name} is {v}" for name, v in values.items() if not math.isfinite(v)]
+            if bad:
                 manager.wait_until_finished()
                 raise TrainingDiverged(
-                    f"loss is {float(loss)} at step {step}; last good checkpoint: {last_good()} "
+                    f"{' and '.join(bad)} at step {step}; last good checkpoint: {last_good()} "
                     f"(lower learning_rate, raise warmup_steps or set max_grad_norm, then resume or restart)"
                 )
         losses.clear()
@@ -373,10 +378,12 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     tokens_per_step = config.batch_size * task.seq_len
     peak = flops.peak_flops_per_device(override_tflops=config.peak_tflops_per_device)
     timer_step, timer = start_step, time.perf_counter()
-    with checkpointing.PreemptionHandler() as preemption:
+    # The bar is closed however the loop ends, so an error message printed after it is the last line of the output.
+    bar = progress if progress is not None else contextlib.nullcontext()
+    with checkpointing.PreemptionHandler() as preemption, bar:
         for step in range(start_step + 1, config.total_steps + 1):
             state, metrics = runner.train(state, runner.put(next(train_iter)), rng)
-            losses.append((step, runner.metrics(metrics)["loss"]))
+            losses.append((step, runner.metrics(metrics)["loss"], runner.metrics(metrics)["param_norm"]))
             last = step == config.total_steps
             stop = preemption.should_stop(step)
 
@@ -405,8 +412,6 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
             if stop:
                 logging.warning("Preempted (SIGTERM): saved step %d, exiting.", step)
                 break
-    if progress is not None:
-        progress.close()
     manager.wait_until_finished()
     manager.close()
     writer.plot()
