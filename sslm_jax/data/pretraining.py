@@ -21,8 +21,9 @@ batch of every epoch, evaluation masks are the same on every pass, the same seed
 and `PipelineIterator.save/restore` continues bit-identically. Nothing in the graph is a `py_function`.
 
 Checkpoint cost: the saved iterator holds both shuffle buffers (rows are stored compactly, uint16 ids: about
-`shuffle_buffer * max_seq_len * 5` bytes, 6.4 MB at 10,000 x 128) plus up to DOCUMENT_SHUFFLE_BUFFER documents'
-text and a few prefetched batches. Keep `shuffle_buffer` in the thousands or tens of thousands.
+`shuffle_buffer * max_seq_len * 5` bytes) plus up to DOCUMENT_SHUFFLE_BUFFER documents' text and a few
+prefetched batches: ~7 MB at 10,000 x 128, written in about a second (BENCHMARKS.md). Keep `shuffle_buffer` in
+the thousands or tens of thousands.
 
 Evaluation is exact: the last batch is padded with empty rows (attention_mask 0, masked_weights 0; a row is real
 iff `attention_mask[:, 0] == 1`, use that as the NSP example weight). Hosts may hold different numbers of eval
