@@ -170,10 +170,14 @@ class BertEmbeddings(nn.Module):
 
 
 class BertLayer(nn.Module):
+    """One post-LN transformer layer; with `query_positions` [B, P] it computes (and returns) only those rows."""
+
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, mask: Array | None, deterministic: bool, query_positions: Array | None = None
+    ) -> Array:
         c = self.config
         dt, pdt = c.compute_dtype, c.weights_dtype
         h = layers.SelfAttention(
@@ -185,7 +189,9 @@ class BertLayer(nn.Module):
             param_dtype=pdt,
             implementation=c.attention_implementation,
             name="attention",
-        )(x, mask, deterministic)
+        )(x, mask, deterministic, query_positions)
+        if query_positions is not None:
+            x = layers.gather_positions(x, query_positions)  # the residual stream of the kept rows
         h = nn.Dropout(c.hidden_dropout_prob)(h, deterministic=deterministic)
         x = layers.layer_norm(c.layer_norm_eps, dt, pdt, name="attention_layer_norm")(x + h)
         h = layers.dense(
@@ -216,16 +222,25 @@ class BertEncoder(nn.Module):
     config: BertConfig
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, mask: Array | None, deterministic: bool, output_positions: Array | None = None
+    ) -> Array:
         # `deterministic` is argument 3 counting self; it decides Python control flow, so it must be static.
         layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
+        last = self.config.num_hidden_layers - 1
         for i in range(self.config.num_hidden_layers):
-            x = layer_cls(self.config, name=f"layer_{i}")(x, mask, deterministic)
+            # Rows nobody reads need no last layer: with output_positions it runs on those rows only.
+            positions = output_positions if i == last else None
+            x = layer_cls(self.config, name=f"layer_{i}")(x, mask, deterministic, positions)
         return x
 
 
 class BertModel(nn.Module):
-    """The encoder: returns (sequence_output [B, T, H], pooled_output [B, H] or None)."""
+    """The encoder: returns (sequence_output [B, T, H], pooled_output [B, H] or None).
+
+    With `output_positions` [B, P] the sequence output holds only those rows, [B, P, H], and the last layer
+    computes nothing else (for masked-LM pretraining: 20 of 128 rows); the pooler still gets [CLS].
+    """
 
     config: BertConfig
     add_pooling_layer: bool = True
@@ -252,6 +267,7 @@ class BertModel(nn.Module):
         position_ids: Array | None = None,
         segment_ids: Array | None = None,
         deterministic: bool = True,
+        output_positions: Array | None = None,
     ):
         batch, length = input_ids.shape
         if length > self.config.max_position_embeddings:
@@ -264,9 +280,12 @@ class BertModel(nn.Module):
             position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
         x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
         mask = layers.attention_mask(attention_mask, segment_ids, batch, length)
-        x = self.encoder(x, mask, deterministic)
+        pool_row = output_positions is not None and self.add_pooling_layer
+        if pool_row:  # the pooler reads [CLS]: keep row 0 as the first computed row
+            output_positions = jnp.concatenate([jnp.zeros_like(output_positions[:, :1]), output_positions], axis=1)
+        x = self.encoder(x, mask, deterministic, output_positions)
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooling_layer else None
-        return x, pooled
+        return (x[:, 1:] if pool_row else x), pooled
 
     def attend(self, x: Array) -> Array:
         return self.embeddings.attend(x)
@@ -299,16 +318,7 @@ class BertLMPredictionHead(nn.Module):
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
 
-def gather_positions(x: Array, positions: Array) -> Array:
-    """x [B, T, H], positions [B, P] -> [B, P, H]."""
-    return jnp.take_along_axis(x, positions[..., None].astype(jnp.int32), axis=1)
-
-
-def _mlm_logits(bert, head, sequence_output, masked_positions):
-    # Projecting only the masked positions (as google-research/bert does) skips most of the vocabulary matmul.
-    if masked_positions is not None:
-        sequence_output = gather_positions(sequence_output, masked_positions)
-    return head(sequence_output, bert.attend)
+gather_positions = layers.gather_positions  # x [B, T, H], positions [B, P] -> [B, P, H]
 
 
 class BertForPreTraining(nn.Module):
@@ -338,9 +348,13 @@ class BertForPreTraining(nn.Module):
         segment_ids=None,
         deterministic: bool = True,
     ) -> PreTrainingOutput:
-        seq, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        # With masked_positions, the encoder's last layer and the vocabulary projection (as in google-research/bert)
+        # run only where predictions are needed.
+        seq, pooled = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic, masked_positions
+        )
         return PreTrainingOutput(
-            mlm_logits=_mlm_logits(self.bert, self.predictions, seq, masked_positions),
+            mlm_logits=self.predictions(seq, self.bert.attend),
             nsp_logits=self.seq_relationship(pooled),
         )
 
@@ -364,8 +378,10 @@ class BertForMaskedLM(nn.Module):
         segment_ids=None,
         deterministic: bool = True,
     ) -> MaskedLMOutput:
-        seq, _ = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
-        return MaskedLMOutput(mlm_logits=_mlm_logits(self.bert, self.predictions, seq, masked_positions))
+        seq, _ = self.bert(
+            input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic, masked_positions
+        )
+        return MaskedLMOutput(mlm_logits=self.predictions(seq, self.bert.attend))
 
 
 class BertForSequenceClassification(nn.Module):

@@ -106,11 +106,22 @@ def attention_mask(attention_mask: Array | None, segment_ids: Array | None, batc
     return mask
 
 
+def gather_positions(x: Array, positions: Array) -> Array:
+    """Rows of each sequence: x [B, T, ...], positions [B, P] -> [B, P, ...].
+
+    Example: x[0] = [[a], [b], [c]], positions [[2, 0]] -> [[[c], [a]]].
+    """
+    return jnp.take_along_axis(x, positions.reshape(*positions.shape, *(1,) * (x.ndim - 2)).astype(jnp.int32), axis=1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA, cuDNN or TPU picks the kernel).
 
     Attention-probability dropout cannot be expressed in the fused kernel, so when it is active (training with
     `attention_dropout > 0`) the weights are computed explicitly; evaluation always takes the fused path.
+
+    `query_positions` [B, P] restricts the queries (and the output, [B, P, H]) to those rows; keys and values still
+    come from the whole sequence, so each kept row is exactly what the full computation gives there.
     """
 
     num_heads: int
@@ -122,7 +133,9 @@ class SelfAttention(nn.Module):
     implementation: str | None = None
 
     @nn.compact
-    def __call__(self, x: Array, mask: Array | None, deterministic: bool) -> Array:
+    def __call__(
+        self, x: Array, mask: Array | None, deterministic: bool, query_positions: Array | None = None
+    ) -> Array:
         qkv = functools.partial(
             dense,
             (self.num_heads, self.head_dim),
@@ -132,7 +145,12 @@ class SelfAttention(nn.Module):
             dtype=self.dtype,
             param_dtype=self.param_dtype,
         )
-        q, k, v = (qkv(name=n)(x) for n in ("query", "key", "value"))
+        queries = x
+        if query_positions is not None:
+            queries = gather_positions(x, query_positions)
+            if mask is not None:  # [B, 1, T, S] -> the kept query rows [B, 1, P, S]
+                mask = jnp.take_along_axis(mask, query_positions[:, None, :, None].astype(jnp.int32), axis=2)
+        q, k, v = (qkv(name=n)(inp) for n, inp in (("query", queries), ("key", x), ("value", x)))
         q, k, v = (nn.with_logical_constraint(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
         if deterministic or self.attention_dropout == 0.0:
             out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
