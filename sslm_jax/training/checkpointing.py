@@ -167,6 +167,9 @@ def create_manager(
         ),
         enable_async_checkpointing=async_save,
         create=True,
+        # A save cut short (the process killed mid-write) leaves "<step>.orbax-checkpoint-tmp"; the restarted
+        # run removes it. Only the trainer creates a manager, and it owns its workdir.
+        cleanup_tmp_directories=True,
     )
     return ocp.CheckpointManager(path / CHECKPOINTS_DIR, options=options, handler_registry=_handler_registry())
 
