@@ -1,0 +1,126 @@
+"""Helpers for tests that run the `sslm` command line in subprocesses (tests/test_loop.py, tests/test_cli.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = f"{ROOT / 'configs' / 'bert_demo.py'}:smoke"
+TIMEOUT_S = 900  # one run on two busy cores takes 1-3 minutes; a hang must still end the test
+
+
+def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment of a CPU run with `devices` fake devices (conftest's 8 are replaced).
+
+    `cache_dir`: jax's persistent compilation cache, shared by the runs of one test module so that only the first
+    compiles (XLA's output for the same program is the same, cached or not).
+    """
+    env = dict(os.environ)
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONUNBUFFERED="1",
+    )
+    if cache_dir is not None:
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+    env.update(extra)
+    return env
+
+
+def pretrain_args(workdir: pathlib.Path, **overrides) -> list[str]:
+    """`python -m sslm_jax pretrain --config=configs/bert_demo.py:smoke --workdir=W --config.k=v ...`."""
+    args = [sys.executable, "-m", "sslm_jax", "pretrain", f"--config={SMOKE}", f"--workdir={workdir}"]
+    return args + [f"--config.{k}={v}" for k, v in overrides.items()]
+
+
+class Run:
+    """One `sslm` subprocess, its stdout/stderr in files (a pipe nobody reads would fill up and block it)."""
+
+    def __init__(self, args: list[str], *, env: dict[str, str], logs: pathlib.Path):
+        logs.mkdir(parents=True, exist_ok=True)
+        self.stdout_path, self.stderr_path = logs / "stdout.txt", logs / "stderr.txt"
+        with self.stdout_path.open("w") as out, self.stderr_path.open("w") as err:
+            self.process = subprocess.Popen(args, stdout=out, stderr=err, env=env, cwd=ROOT)
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text()
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait(self, timeout: float = TIMEOUT_S) -> int:
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"run did not end within {timeout} s; stderr ends:\n{self.stderr[-3000:]}") from None
+
+    def wait_for(self, condition, *, what: str, timeout: float = TIMEOUT_S, poll_s: float = 0.02) -> None:
+        """Polls `condition()` until it holds; fails if the process ends first (naming `what` it waited for)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"run ended (exit {self.process.returncode}) before {what}; stderr ends:\n{self.stderr[-3000:]}"
+                )
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise AssertionError(f"no {what} within {timeout} s")
+            time.sleep(poll_s)
+
+    def check(self, returncode: int = 0) -> "Run":
+        """Waits and asserts the exit status, showing the end of stderr otherwise."""
+        code = self.wait()
+        assert code == returncode, f"exit {code}, expected {returncode}; stderr ends:\n{self.stderr[-3000:]}"
+        return self
+
+
+def run(args: list[str], *, env: dict[str, str], logs: pathlib.Path, returncode: int = 0) -> Run:
+    return Run(args, env=env, logs=logs).check(returncode)
+
+
+def assert_one_line_error(result: Run, *fragments: str) -> str:
+    """The run failed as bad input does: exit 2, no traceback, and stderr's last line is `sslm <cmd>: error: ...`
+    containing every fragment. Returns that line."""
+    code = result.wait()
+    stderr = result.stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert code == 2, f"exit {code}, expected 2; stderr ends:\n{stderr[-3000:]}"
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert lines and lines[-1].startswith("sslm pretrain: error: "), stderr[-3000:]
+    assert [line for line in lines if ": error: " in line] == [lines[-1]], "the error is said once"
+    for fragment in fragments:
+        assert fragment in lines[-1], f"{fragment!r} not in {lines[-1]!r}"
+    return lines[-1]
+
+
+def tree_digest(path: pathlib.Path) -> dict[str, str]:
+    """{relative path: sha256 of the file, or "dir"} for everything under `path` ({} if it does not exist)."""
+    if not path.exists():
+        return {}
+    digest = {}
+    for item in sorted(path.rglob("*")):
+        key = str(item.relative_to(path))
+        digest[key] = "dir" if item.is_dir() else hashlib.sha256(item.read_bytes()).hexdigest()
+    return digest
+
+
+def checkpoint_steps(workdir: pathlib.Path) -> list[int]:
+    """The finalized checkpoint steps: Orbax writes a step into a temporary folder and renames it when complete."""
+    folder = workdir / "checkpoints"
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+
+def partial_checkpoints(workdir: pathlib.Path) -> list[str]:
+    """Orbax's temporary step folders ("40.orbax-checkpoint-tmp-<time>"): saves in progress, or cut short."""
+    folder = workdir / "checkpoints"
+    return sorted(p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name) if folder.is_dir() else []
