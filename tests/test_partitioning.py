@@ -46,6 +46,7 @@ def _run_jit(mesh, *, eval_first=False):
     for batch in _batches():
         state, metrics = step(state, batch, jax.random.key(1))
         losses.append(float(metrics["loss"]))
+    assert step.jitted._cache_size() == 1  # no recompilation from one step to the next
     return dict(initial=initial, state=state, shardings=shardings, losses=losses, eval=sums)
 
 

@@ -189,12 +189,18 @@ def create_train_state(
     return state, shardings
 
 
-def _with_mesh_and_rules(fn: Callable, mesh: Mesh, rules: Sequence) -> Callable:
+def _with_mesh_and_rules(jitted: Callable, mesh: Mesh, rules: Sequence) -> Callable:
     # The model's nn.with_logical_constraint calls only act while a mesh and rules are set at trace time.
     def call(*args):
         with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-            return fn(*args)
+            return jitted(*args)
 
+    def lower(*args):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+            return jitted.lower(*args)
+
+    call.jitted = jitted  # e.g. `step.jitted._cache_size()`: one compilation for the whole run
+    call.lower = lower  # `step.lower(state, batch, rng).compile().cost_analysis()`
     return call
 
 
