@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from sslm_jax.models import bert  # noqa: E402
 from sslm_jax.objectives import make_pretraining_loss  # noqa: E402
 from sslm_jax.training import optim, partitioning  # noqa: E402
+from sslm_jax.training.flops import train_flops_per_sequence  # noqa: E402
 from sslm_jax.training.step import make_train_step  # noqa: E402
 
 DEFAULT_BATCH = {"tiny": 32, "mini": 32, "small": 32, "medium": 32, "base": 8, "large": 8}
@@ -91,13 +92,6 @@ def train_flops(c: bert.BertConfig, batch: int, seq: int, predictions: int) -> f
     last = 2 * t * 2 * h * h + 2 * p * (2 * h * h + 2 * h * i) + 2 * 2 * p * t * h
     head = 2 * p * (h * h + h * v)
     return 3.0 * batch * ((c.num_hidden_layers - 1) * layer + last + head)
-
-
-def torch_train_flops(c: bert.BertConfig, batch: int, seq: int) -> float:
-    """Matmul FLOPs of transformers' step: every layer and the whole head (transform + vocabulary) on all T rows."""
-    h, i, v, t = c.hidden_size, c.intermediate_size, c.vocab_size, seq
-    layer = 2 * t * (4 * h * h + 2 * h * i) + 2 * 2 * t * t * h
-    return 3.0 * batch * (c.num_hidden_layers * layer + 2 * t * (h * h + h * v))
 
 
 def _time(fn) -> float:
@@ -183,6 +177,8 @@ def bench_size(size: str, args, run_dot, torch, transformers) -> dict:
     compile_s = time.perf_counter() - start
     first_torch = run_torch()
     flops = train_flops(config, batch_size, args.seq, predictions)
+    # transformers runs every layer and the whole head on all rows: the model FLOPs with no masked positions.
+    torch_flops = batch_size * train_flops_per_sequence(config, args.seq, None)
     dot_flops = 2.0 * args.matmul**3 * args.matmul_repeats
     j_times, t_times, d_times = [], [], []
     for _ in range(args.steps):  # interleaved, so that a change of load hits all three alike
@@ -196,7 +192,7 @@ def bench_size(size: str, args, run_dot, torch, transformers) -> dict:
     tokens = batch_size * args.seq
     return dict(size=size, batch=batch_size, P=predictions, jax_s=j, torch_s=t, jax_tps=tokens / j,
                 torch_tps=tokens / t, speedup=speedup, flops_s=flops / j, peak=dot_flops / d, of_peak=of_peak,
-                flop_ratio=torch_train_flops(config, batch_size, args.seq) / flops, compile_s=compile_s,
+                flop_ratio=torch_flops / flops, compile_s=compile_s,
                 loss=(first_jax, first_torch))  # fmt: skip
 
 
