@@ -39,7 +39,7 @@ def _parse():
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     p.add_argument("--labels", type=int, default=1000, help="labelled SST-2 train rows for the small fine-tunes")
     p.add_argument("--seed", type=int, default=0, help="draws the labelled rows; also the runs' config.seed")
-    p.add_argument("--pretrain-steps", type=int, default=0, help="override the config's total_steps (0: keep)")
+    p.add_argument("--pretrain-steps", type=int, default=0, help="override the config's total_steps, warmup an eighth of them (0: keep)")
     p.add_argument("--size", default="", help="override the model size (pretraining and baseline)")
     p.add_argument("--no-full", action="store_true", help="skip the fine-tune on the full training set")
     return p.parse_args()
@@ -121,7 +121,10 @@ def main():
     common = [f"--config.seed={args.seed}"]
     size = [f"--config.model.size={args.size}"] if args.size else []
     pre_dir = work / "pretrain"
-    steps = [f"--config.total_steps={args.pretrain_steps}"] if args.pretrain_steps else []
+    # A shorter (or longer) pretraining keeps the config's warmup fraction: 150 of 1,200 steps.
+    steps = []
+    if args.pretrain_steps:
+        steps = [f"--config.total_steps={args.pretrain_steps}", f"--config.warmup_steps={args.pretrain_steps // 8}"]
 
     times = {}
     times["pretrain"] = run(
@@ -130,32 +133,23 @@ def main():
          *steps, *size, *common],
         work,
     )  # fmt: skip
-    finetune = [f"--config.data.eval_files={dev}", *common]
-    times["ft_1000"] = run(
-        "ft_1000",
-        ["finetune", f"--config={CONFIG}:finetune", f"--workdir={work / 'ft_1000'}", f"--config.init_from={pre_dir}",
-         f"--config.data.train_files={subset}", *finetune],
-        work,
-    )  # fmt: skip
-    times["rand_1000"] = run(
-        "rand_1000",
-        ["finetune", f"--config={CONFIG}:finetune", f"--workdir={work / 'rand_1000'}",
-         f"--config.data.vocab_path={pre_dir / 'vocab.txt'}", f"--config.data.train_files={subset}", *size,
-         *finetune],
-        work,
-    )  # fmt: skip
+    # Each fine-tune: from the checkpoint, or from random initialisation with the same vocabulary (and size).
+    init = {
+        "pretrained": [f"--config.init_from={pre_dir}"],
+        "random": [f"--config.data.vocab_path={pre_dir / 'vocab.txt'}", *size],
+    }
+    runs = {  # name -> (config variant, labelled train file, init, labels)
+        "ft_1000": ("finetune", subset, "pretrained", args.labels),
+        "rand_1000": ("finetune", subset, "random", args.labels),
+    }
     if not args.no_full:
-        times["ft_full"] = run(
-            "ft_full",
-            ["finetune", f"--config={CONFIG}:finetune,full", f"--workdir={work / 'ft_full'}",
-             f"--config.init_from={pre_dir}", f"--config.data.train_files={full}", *finetune],
-            work,
-        )  # fmt: skip
-        times["rand_full"] = run(
-            "rand_full",
-            ["finetune", f"--config={CONFIG}:finetune,full", f"--workdir={work / 'rand_full'}",
-             f"--config.data.vocab_path={pre_dir / 'vocab.txt'}", f"--config.data.train_files={full}", *size,
-             *finetune],
+        runs["ft_full"] = ("finetune,full", full, "pretrained", 67_349)
+        runs["rand_full"] = ("finetune,full", full, "random", 67_349)
+    for name, (variant, train_files, start, _) in runs.items():
+        times[name] = run(
+            name,
+            ["finetune", f"--config={CONFIG}:{variant}", f"--workdir={work / name}", *init[start],
+             f"--config.data.train_files={train_files}", f"--config.data.eval_files={dev}", *common],
             work,
         )  # fmt: skip
 
@@ -165,20 +159,12 @@ def main():
           f"masked-token accuracy {pre[-1][1]:.3f}")  # fmt: skip
     print("\n| run | init | labels | dev accuracy (last step) | after each epoch | wall s |")
     print("|---|---|---|---|---|---|")
-    rows = {
-        "ft_1000": ("pretrained", args.labels),
-        "rand_1000": ("random", args.labels),
-        "ft_full": ("pretrained", 67_349),
-        "rand_full": ("random", 67_349),
-    }
     accuracy = {}
-    for name, (init, labels) in rows.items():
-        if name not in times:
-            continue
+    for name, (_, _, start, labels) in runs.items():
         history = evals(work / name, "eval_accuracy")
         accuracy[name] = history[-1][1]
         epochs = " ".join(f"{a:.3f}" for _, a in history)
-        print(f"| {name} | {init} | {labels:,} | {accuracy[name]:.3f} | {epochs} | {times[name]:.0f} |")
+        print(f"| {name} | {start} | {labels:,} | {accuracy[name]:.3f} | {epochs} | {times[name]:.0f} |")
     lift = 100 * (accuracy["ft_1000"] - accuracy["rand_1000"])
     print(f"\nlift from pretraining with {args.labels} labels: {lift:+.1f} points "
           f"(targets: >= 80 % dev accuracy and >= 10 points)")  # fmt: skip
