@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import pathlib
 import random
 import re
 import subprocess
 import sys
 import time
+from typing import NoReturn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "configs/sst2_lift.py"
@@ -39,13 +39,15 @@ def _parse():
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     p.add_argument("--labels", type=int, default=1000, help="labelled SST-2 train rows for the small fine-tunes")
     p.add_argument("--seed", type=int, default=0, help="draws the labelled rows; also the runs' config.seed")
-    p.add_argument("--pretrain-steps", type=int, default=0, help="override the config's total_steps, warmup an eighth of them (0: keep)")
+    p.add_argument(
+        "--pretrain-steps", type=int, default=0, help="override the config's total_steps, warmup an eighth (0: keep)"
+    )
     p.add_argument("--size", default="", help="override the model size (pretraining and baseline)")
     p.add_argument("--no-full", action="store_true", help="skip the fine-tune on the full training set")
     return p.parse_args()
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"sst2_lift: {message}", file=sys.stderr)
     sys.exit(2)
 
