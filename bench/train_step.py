@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 from sslm_jax.models import bert  # noqa: E402
 from sslm_jax.objectives import make_pretraining_loss  # noqa: E402
 from sslm_jax.training import optim, partitioning  # noqa: E402
-from sslm_jax.training.flops import train_flops_per_sequence  # noqa: E402
+from sslm_jax.models.bert import train_flops_per_sequence  # noqa: E402
 from sslm_jax.training.step import make_train_step  # noqa: E402
 
 DEFAULT_BATCH = {"tiny": 32, "mini": 32, "small": 32, "medium": 32, "base": 8, "large": 8}

@@ -1,7 +1,8 @@
 """Every field of an sslm_jax run, with its default and what it means. Experiments start from `get_config()`.
 
 Other configs do `config = base.get_config()` and change fields; nothing in the trainer reads a default from
-anywhere else. Validated once at start-up by `sslm_jax.training.loop.validate_config`.
+anywhere else. Validated once at start-up, section by section, before the workdir is touched
+(`sslm_jax.training.validation.validate`).
 """
 
 import ml_collections
@@ -12,11 +13,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     # --- What to train -----------------------------------------------------------------------------------
-    c.task = "pretrain"  # "pretrain" (MLM [+ NSP/SOP]) or "classify" (fine-tuning; see configs/glue.py).
+    # A registered task (sslm_jax.tasks): "pretrain" (MLM [+ NSP/SOP]) or "classify" (fine-tuning; configs/glue.py).
+    c.task = "pretrain"
     c.seed = 0  # Seeds parameter init, dropout and the data pipeline (shuffling and masking).
 
     # --- Model ---------------------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
+    c.model.family = "bert"  # a registered model family (sslm_jax.models.registry): "bert".
+    c.model.head = ""  # set by the task ("pretraining", "classification", ...) and saved with checkpoints.
     c.model.size = "tiny"  # tiny | mini | small | medium | base | large (sslm_jax.models.bert.SIZES).
     c.model.vocab_size = 0  # 0: take it from the vocabulary file.
     c.model.max_position_embeddings = 512
@@ -58,7 +62,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.label_names = ()  # class names in label-id order; () = TFDS ClassLabel names or the train files' labels.
     c.data.num_labels = 0  # 0: as many as label names (a float TFDS label: regression); 1: regression; n: checked.
     c.data.metrics = ""  # glue_metrics names, comma-separated, first = headline; "" = GLUE's for the task, or accuracy.
-    c.data.prefetch = 2  # batches prefetched to device.
 
     # --- Optimisation ---------------------------------------------------------------------------------------
     c.batch_size = 32  # global batch (sequences per step), split evenly over processes and data-parallel shards.
@@ -82,8 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- Checkpoints, evaluation and logging ----------------------------------------------------------------
     c.init_from = ""  # params-only start: an sslm workdir or checkpoint, or a Hugging Face BERT directory.
-    # (With init_from, model.size / vocab_size / max_position_embeddings / type_vocab_size / hidden_act and
-    # data.lower_case are taken from that checkpoint, whatever the config says.)
+    # (With init_from, model.family and the family's shape fields (BERT: size / vocab_size /
+    # max_position_embeddings / type_vocab_size / hidden_act) and data.lower_case are taken from that checkpoint,
+    # whatever the config says.)
     c.checkpoint_every_steps = 500
     c.keep_checkpoints = 3
     c.eval_every_steps = 500

@@ -53,15 +53,18 @@ flags.DEFINE_integer("top-k", 5, "fill-mask: predictions shown per [MASK].")
 FLAGS = flags.FLAGS
 
 
-def _train(argv, task: str):
+def _train(argv, command: str):
+    from sslm_jax import tasks
     from sslm_jax.training.loop import train_and_evaluate
 
     if FLAGS.config is None:
-        raise SslmError(f"--config is required, e.g. --config=configs/{'bert_demo' if task == 'pretrain' else 'glue'}.py")
+        example = "bert_demo" if command == "pretrain" else "glue"
+        raise SslmError(f"--config is required, e.g. --config=configs/{example}.py")
     if not FLAGS.workdir:
         raise SslmError("--workdir is required: the folder for checkpoints, metrics and the vocabulary")
-    if FLAGS.config.task != task:
-        raise SslmError(f"--config sets task={FLAGS.config.task!r}; use `sslm {'pretrain' if FLAGS.config.task == 'pretrain' else 'finetune'}`")
+    spec = tasks.get(FLAGS.config.task)
+    if spec.command != command:
+        raise SslmError(f"--config sets task={FLAGS.config.task!r}; use `sslm {spec.command}`")
     final = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if final:
         print("final eval: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()), flush=True)
@@ -77,7 +80,7 @@ def _pretrain(argv):
     "fine-tune a classifier: --config=configs/glue.py:TASK --workdir=DIR --config.init_from=PRETRAINED [...]",
 )
 def _finetune(argv):
-    _train(argv, "classify")
+    _train(argv, "finetune")
 
 
 @command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")

@@ -85,14 +85,17 @@ def train_steps(vocab: str) -> tuple[list[dict[str, float]], str]:
     """The metrics of TRAIN_STEPS steps and the digest of the state they end with."""
     import jax
 
-    from sslm_jax.training import loop, optim
+    import types
+
+    from sslm_jax import tasks
+    from sslm_jax.training import optim, runners
 
     config = smoke_config(vocab)
-    vocab_size = len(pathlib.Path(vocab).read_text().splitlines())
-    model_config = loop.bert_config(config, vocab_size)
-    task = loop.build_task(config, model_config, tok=None)  # the tokenizer only feeds the (unused) data pipeline
+    # The tokenizer only feeds the (unused) data pipeline; the model needs its size.
+    tok = types.SimpleNamespace(vocab_size=len(pathlib.Path(vocab).read_text().splitlines()))
+    task = tasks.get(config.task).build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     tx, schedule = optim.make_optimizer(config)
-    runner = loop.JitRunner.build(config, task, tx, schedule)
+    runner = runners.JitRunner.build(config, task, tx, schedule)
     state, rng = runner.init(), jax.random.key(1)
     rows = config.batch_size // jax.process_count()
     mine = slice(jax.process_index() * rows, (jax.process_index() + 1) * rows)

@@ -24,7 +24,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from configs import base
 from sslm_jax.errors import CheckpointError, ConfigError
 from sslm_jax.models.bert import BertConfig, BertForPreTraining, BertForSequenceClassification, init_params
+from sslm_jax.checkpoints import layout, transplant
 from sslm_jax.training import checkpointing as ckpt
+from sslm_jax.training.preemption import PreemptionHandler
 from sslm_jax.training.state import TrainState
 
 VOCAB = 128
@@ -172,12 +174,12 @@ def test_interval_keep_n_and_self_contained_steps(tmp_path, vocab_path):
     for step in (6, 7):
         step_dir = folder / str(step)
         assert json.loads((step_dir / "data" / "process_0-of-1" / "position.json").read_text()) == step
-        assert ckpt.vocab_file(step_dir).read_bytes() == vocab_path.read_bytes()
-        assert ckpt.load_config(step_dir).to_dict() == json.loads(config.to_json_best_effort())
-    assert ckpt.latest_checkpoint(tmp_path / "run") == folder / "7"
-    assert ckpt.latest_checkpoint(folder) == folder / "7"
-    assert ckpt.latest_checkpoint(folder / "6") == folder / "6"
-    assert ckpt.latest_checkpoint(tmp_path) is None
+        assert layout.vocab_file(step_dir).read_bytes() == vocab_path.read_bytes()
+        assert layout.load_config(step_dir).to_dict() == json.loads(config.to_json_best_effort())
+    assert layout.latest_checkpoint(tmp_path / "run") == folder / "7"
+    assert layout.latest_checkpoint(folder) == folder / "7"
+    assert layout.latest_checkpoint(folder / "6") == folder / "6"
+    assert layout.latest_checkpoint(tmp_path) is None
 
 
 def test_a_step_whose_save_failed_never_becomes_latest(tmp_path, vocab_path):
@@ -195,7 +197,7 @@ def test_a_step_whose_save_failed_never_becomes_latest(tmp_path, vocab_path):
         )  # fmt: skip
     # A restarted run (a new manager) sees only the complete step.
     assert ckpt.create_manager(tmp_path / "run", config=config).latest_step() == 2
-    assert ckpt.latest_checkpoint(tmp_path / "run").name == "2"
+    assert layout.latest_checkpoint(tmp_path / "run").name == "2"
 
 
 def test_existing_step_is_not_saved_again(tmp_path, vocab_path):
@@ -360,7 +362,7 @@ def test_init_from_pretraining_checkpoint_into_classifier(tmp_path, vocab_path, 
     assert_sharded_like(state, built.abstract)
     assert list((tmp_path / "finetune" / "checkpoints").iterdir()) == []  # nothing saved by starting
 
-    loaded = ckpt.load_params(init_from, params=built.init().params)
+    loaded = transplant.load_params(init_from, params=built.init().params)
     assert sorted(loaded.fresh) == ["classifier/bias", "classifier/kernel"]
     source_paths = {"/".join(k) for k in traverse_util.flatten_dict(source.params)}
     assert set(loaded.unused) == {p for p in source_paths if not p.startswith("bert/")}  # the pretraining heads
@@ -460,7 +462,7 @@ def test_bad_intervals_are_config_errors(tmp_path):
 
 def test_sigterm_sets_the_flag_and_handlers_are_restored():
     previous = signal.getsignal(signal.SIGTERM)
-    with ckpt.PreemptionHandler() as preemption:
+    with PreemptionHandler() as preemption:
         assert not preemption.requested and not preemption.should_stop(1)
         os.kill(os.getpid(), signal.SIGTERM)
         assert preemption.requested and preemption.received == signal.SIGTERM

@@ -15,7 +15,8 @@ from sslm_jax.objectives import glue_metrics
 from sslm_jax.objectives.metrics import finalize, total_loss
 from sslm_jax.tasks import classification
 from sslm_jax.tasks.base import PER_EXAMPLE
-from sslm_jax.training import checkpointing, loop
+from sslm_jax.checkpoints import transplant
+from sslm_jax.training import runners
 
 
 def test_finalize_knows_the_classification_sums():
@@ -75,7 +76,7 @@ def test_per_example_rows_are_gathered_in_order_under_pmap():
         x = batch["x"]
         return {"count": jnp.sum(x * 0 + 1.0), PER_EXAMPLE: {"row": x * params}}
 
-    step = jax.pmap(loop._psum_outputs(eval_step, "batch"), axis_name="batch")
+    step = jax.pmap(runners.psum_outputs(eval_step, "batch"), axis_name="batch")
     rows = np.arange(2 * n, dtype=np.float32)
     out = step(jnp.ones(n), {"x": rows.reshape(n, 2)})
     first = jax.tree.map(lambda x: np.asarray(x[0]), out)
@@ -130,7 +131,7 @@ def test_init_from_settings_of_a_huggingface_directory(tmp_path):
     config = BertConfig.from_size("mini", vocab_size=150, max_position_embeddings=64)
     params = init_params(BertForPreTraining(config), jax.random.key(0))
     out = huggingface.save_checkpoint(tmp_path / "hf", config, params, vocab_file=vocab, do_lower_case=False)
-    settings = checkpointing.init_from_settings(out)
+    settings = transplant.init_from_settings(out)
     assert settings == {
         "model.size": "mini",
         "model.vocab_size": 150,
@@ -144,4 +145,4 @@ def test_init_from_settings_of_a_huggingface_directory(tmp_path):
     hf_config["num_hidden_layers"] = 3
     (out / "config.json").write_text(json.dumps(hf_config))
     with pytest.raises(CheckpointError, match=r"config.json: a BERT with .* is none of sslm_jax's model sizes"):
-        checkpointing.init_from_settings(out)
+        transplant.init_from_settings(out)

@@ -11,7 +11,8 @@ from _step_helpers import random_batch, tiny_model
 from sslm_jax.errors import ConfigError
 from sslm_jax.objectives import make_pretraining_loss
 from sslm_jax.training import optim, partitioning
-from sslm_jax.training.step import make_eval_step, make_train_step
+from sslm_jax.objectives import make_eval_step
+from sslm_jax.training.step import make_train_step
 
 STEPS = 3
 ACCUM = 2

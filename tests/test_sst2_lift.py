@@ -8,7 +8,7 @@ import pathlib
 import pytest
 
 from configs import sst2_lift
-from sslm_jax.training import loop
+from sslm_jax.training import validation
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench" / "sst2_lift.py"
 
@@ -24,7 +24,7 @@ def bench():
 @pytest.mark.parametrize("variant", ["pretrain", "finetune", "finetune,full"])
 def test_configs_validate(variant):
     config = sst2_lift.get_config(variant)
-    loop.validate_config(config)
+    validation.validate(config)
     assert config.task == ("pretrain" if variant == "pretrain" else "classify")
     if variant.startswith("finetune"):
         epochs = sst2_lift.FINETUNE_EPOCHS_FULL if "full" in variant else sst2_lift.FINETUNE_EPOCHS_1000

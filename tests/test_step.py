@@ -11,7 +11,8 @@ from sslm_jax.models.bert import init_params
 from sslm_jax.objectives import make_pretraining_loss
 from sslm_jax.training import optim
 from sslm_jax.training.state import TrainState
-from sslm_jax.training.step import make_eval_step, make_train_step, split_micro_batches
+from sslm_jax.objectives import make_eval_step
+from sslm_jax.training.step import make_train_step, split_micro_batches
 
 SGD = optax.sgd(1.0)  # new params = params - grads: the step's gradient is readable from the update
 

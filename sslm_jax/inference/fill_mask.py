@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from sslm_jax.errors import SslmError
+from sslm_jax.inference.loading import load_model
 
 MASK_TOKEN = "[MASK]"
 
@@ -64,8 +65,6 @@ def _logits(model, params, input_ids, attention_mask):
 def fill_mask_from(path, texts: list[str], *, top_k: int = 5):
     """`fill_mask` with the model saved at `path`: an sslm pretraining workdir (or checkpoint), or a Hugging Face
     BertForPreTraining / BertForMaskedLM directory. Texts are limited to the model's max_seq_len."""
-    from sslm_jax.inference.loading import load_model
-
     if not texts:
         raise SslmError(f"no text given: pass one or more sentences with {MASK_TOKEN}")
     if top_k < 1:
@@ -80,3 +79,11 @@ def fill_mask_from(path, texts: list[str], *, top_k: int = 5):
     return fill_mask(
         loaded.model, loaded.params, loaded.tokenizer, list(texts), top_k=top_k, max_seq_len=loaded.max_seq_len
     )
+
+
+def print_fill_mask(model, tokenizer, texts, max_seq_len: int, params) -> None:
+    """Prints the top-5 guesses for each [MASK] of `texts` (the pretraining task's end-of-run hook)."""
+    results = fill_mask(model, params, tokenizer, list(texts), top_k=5, max_seq_len=max_seq_len)
+    for text, per_mask in zip(texts, results):
+        guesses = "; ".join(" ".join(f"{t} ({p:.2f})" for t, p in mask) for mask in per_mask)
+        print(f"fill-mask: {text}\n    -> {guesses}", flush=True)

@@ -22,13 +22,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 
+from sslm_jax.checkpoints import layout, transplant
 from sslm_jax.errors import CheckpointError
 from sslm_jax.interop import huggingface
-from sslm_jax.models import bert
-from sslm_jax.training import checkpointing
-
-# The model each sslm task trains, as a Hugging Face head name (see sslm_jax.interop.huggingface.HEADS).
-TASK_HEADS = {"pretrain": "pretraining", "classify": "classification"}
+from sslm_jax.models import bert, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +68,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face BERT directory")
-    step_dir = checkpointing.latest_checkpoint(path)
+    step_dir = layout.latest_checkpoint(path)
     if step_dir is not None:
         return _load_sslm(pathlib.Path(os.fspath(step_dir)))
     if (path / huggingface.CONFIG_FILE).is_file():
@@ -84,15 +81,14 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
     from sslm_jax.data import tokenizer as tokenizer_lib
-    from sslm_jax.training import loop
 
-    run_config = checkpointing.load_config(step_dir)
-    if run_config.get("task") not in TASK_HEADS:
-        raise CheckpointError(f"{step_dir}: task={run_config.get('task')!r} is none of {', '.join(TASK_HEADS)}")
-    vocab_path = pathlib.Path(os.fspath(checkpointing.vocab_file(step_dir)))
+    run_config = layout.load_config(step_dir)
+    family, head = registry.get(run_config.model.family), run_config.model.head
+    if head not in family.heads:
+        raise CheckpointError(f"{step_dir}: its config records model.head={head!r}, none of {', '.join(family.heads)}")
+    vocab_path = pathlib.Path(os.fspath(layout.vocab_file(step_dir)))
     tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=run_config.data.lower_case)
-    model_config = loop.bert_config(run_config, tok.vocab_size)
-    head = TASK_HEADS[run_config.task]
+    model_config = family.config_for(run_config.model, tok.vocab_size)
     label_names: tuple[str, ...] = ()
     num_labels = 2
     if head == "classification":
@@ -103,11 +99,11 @@ def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
                 f"{step_dir}: its config records no label set (data.num_labels={num_labels}, data.label_names="
                 f"{label_names}); it was not saved by `sslm finetune`"
             )
-    model = huggingface.model_for_head(model_config, head, num_labels=num_labels)
+    model = family.model(model_config, head, num_labels=num_labels)
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.eval_shape(lambda rng: bert.init_params(model, rng), jax.random.key(0))
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), abstract)
-    loaded = checkpointing.load_params(step_dir, params=abstract)
+    loaded = transplant.load_params(step_dir, params=abstract)
     if loaded.fresh:
         raise CheckpointError(f"{step_dir}: the checkpoint lacks {', '.join(loaded.fresh[:3])}; it is incomplete")
     text_field = run_config.data.text_field if head == "classification" else ""

@@ -425,3 +425,95 @@ def init_params(model: nn.Module, rng: jax.Array, seq_len: int = 8, boxed: bool 
     variables = model.init({"params": rng, "dropout": rng}, ids)
     params = variables["params"]
     return params if boxed else nn.meta.unbox(params)
+
+
+# --- The family record (sslm_jax.models.registry) -------------------------------------------------------------
+
+# `config.model` fields that decide the parameters' shapes or meaning.
+SHAPE_FIELDS = ("size", "vocab_size", "max_position_embeddings", "type_vocab_size", "hidden_act")
+
+
+def config_from_settings(m, vocab_size: int) -> BertConfig:
+    """The BertConfig of a run's `config.model` section; `m.vocab_size` 0 takes the vocabulary's size.
+
+    Example: config_from_settings(config.model, 8192) with model.size="tiny" -> BertConfig(hidden_size=128, ...).
+    """
+    if m["vocab_size"] and m["vocab_size"] < vocab_size:
+        raise ValueError(
+            f"vocab_size={m['vocab_size']} is smaller than the vocabulary ({vocab_size} tokens); use 0 to take the "
+            "vocabulary's size"
+        )
+    return BertConfig.from_size(
+        m["size"],
+        vocab_size=m["vocab_size"] or vocab_size,
+        max_position_embeddings=m["max_position_embeddings"],
+        type_vocab_size=m["type_vocab_size"],
+        hidden_act=m["hidden_act"],
+        hidden_dropout_prob=m["hidden_dropout_prob"],
+        attention_probs_dropout_prob=m["attention_probs_dropout_prob"],
+        dtype=m["dtype"],
+        param_dtype=m["param_dtype"],
+        remat=m["remat"],
+        attention_implementation=m["attention_implementation"] or None,
+    )
+
+
+def settings_from_hf(d: dict) -> dict[str, Any]:
+    """A Hugging Face BERT config.json -> `config.model` settings (SHAPE_FIELDS), its size named from SIZES.
+
+    ValueError when its layer count and widths are none of SIZES or its layer_norm_eps is not BERT's.
+    """
+    hf = BertConfig.from_hf_dict(d)
+    shape = {k: getattr(hf, k) for k in SIZES["base"]}
+    size = next((name for name, dims in SIZES.items() if dims == shape), None)
+    if size is None:
+        raise ValueError(f"a BERT with {shape} is none of sslm_jax's model sizes ({', '.join(SIZES)})")
+    if hf.layer_norm_eps != BertConfig.layer_norm_eps:
+        raise ValueError(f"layer_norm_eps={hf.layer_norm_eps}; sslm_jax's BERT sizes use {BertConfig.layer_norm_eps}")
+    return {f: size if f == "size" else getattr(hf, f) for f in SHAPE_FIELDS}
+
+
+def forward_flops_per_sequence(config: BertConfig, seq_len: int, num_predictions: int | None) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one forward pass over one sequence.
+
+    Per layer and token: Q, K, V and output projections 8·H², the feed-forward 4·H·I, attention scores and
+    values 4·L·H. The MLM head costs 2·H² + 2·H·V at each projected position: every position when
+    `num_predictions` is None, else only the masked ones.
+    """
+    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    per_token = config.num_hidden_layers * (8 * h * h + 4 * h * i + 4 * seq_len * h)
+    heads = (seq_len if num_predictions is None else num_predictions) * (2 * h * h + 2 * h * v)
+    return float(seq_len * per_token + heads)
+
+
+def train_flops_per_sequence(config: BertConfig, seq_len: int, num_predictions: int | None) -> float:
+    """Model FLOPs of one training sequence: forward + backward = 3 × forward (remat recomputation not credited)."""
+    return 3.0 * forward_flops_per_sequence(config, seq_len, num_predictions)
+
+
+def _is_backbone(params) -> bool:
+    return "embeddings" in params and "encoder" in params
+
+
+def _family():
+    from sslm_jax.models.registry import ModelFamily
+
+    return ModelFamily(
+        name="bert",
+        shape_fields=SHAPE_FIELDS,
+        config_from_settings=config_from_settings,
+        heads={
+            "pretraining": lambda c, n: BertForPreTraining(c),
+            "masked_lm": lambda c, n: BertForMaskedLM(c),
+            "classification": lambda c, n: BertForSequenceClassification(c, num_labels=n),
+            "encoder": lambda c, n: BertModel(c, add_pooling_layer=True),
+        },
+        backbone="bert",
+        is_backbone=_is_backbone,
+        hf_model_type="bert",
+        settings_from_hf=settings_from_hf,
+        train_flops=train_flops_per_sequence,
+    )
+
+
+FAMILY = _family()

@@ -1,15 +1,27 @@
-"""Pure loss and metric functions (sums, for exact aggregation) used by the trainer and by research code."""
+"""Pure loss and metric functions (sums, for exact aggregation) used by the trainer and by research code.
 
-from sslm_jax.objectives.metrics import finalize, total_loss
+One file per objective; each declares its weighted loss terms (objectives/metrics.py) and, for the trainer, builds
+an `Objective` (objectives/base.py). Importing the package registers the built-in terms for `finalize`.
+"""
+
+from sslm_jax.objectives.base import Objective, make_eval_step
+from sslm_jax.objectives.classification import ClassificationLoss, make_classification_loss
+from sslm_jax.objectives.metrics import LossTerm, finalize, total_loss, weighted_loss
 from sslm_jax.objectives.mlm import mlm_loss_and_metrics
 from sslm_jax.objectives.nsp import nsp_loss_and_metrics
 from sslm_jax.objectives.pretraining import PretrainingLoss, make_pretraining_loss
 
 __all__ = [
+    "ClassificationLoss",
+    "LossTerm",
+    "Objective",
     "PretrainingLoss",
     "finalize",
+    "make_classification_loss",
+    "make_eval_step",
     "make_pretraining_loss",
     "mlm_loss_and_metrics",
     "nsp_loss_and_metrics",
     "total_loss",
+    "weighted_loss",
 ]

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sslm_jax.objectives.metrics import safe_divide
+from sslm_jax.objectives.base import Objective
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -75,6 +76,14 @@ def finalize_classification(sums: Mapping[str, Array]) -> dict[str, Array]:
     return out
 
 
+def _accuracy(sums: Mapping[str, Array]) -> dict[str, Array]:
+    return {"accuracy": safe_divide(sums["correct"], sums["count"])} if "correct" in sums else {}
+
+
+# The mean cross-entropy (or squared error) over real examples; accuracy for classification.
+CLASSIFICATION_TERM = register_term(LossTerm("loss_sum", "count", metrics=_accuracy))
+
+
 def predictions_from_logits(logits: Array, *, is_regression: bool) -> Array:
     """[B, num_labels] logits -> [B] predictions: class ids (argmax) or the regression scores (logits[:, 0])."""
     return logits[:, 0] if is_regression else jnp.argmax(logits, axis=-1)
@@ -94,7 +103,7 @@ def _apply(model: nn.Module, params: Any, batch: Batch, rng: jax.Array | None, d
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassificationLoss:
+class ClassificationLoss(Objective):
     """`loss_fn(params, batch, rng=None, deterministic=False, *, denominators=None) -> (loss, sums)`.
 
     Build it with `make_classification_loss`. Frozen and hashable, so a jitted step may close over it.
@@ -102,6 +111,7 @@ class ClassificationLoss:
 
     model: nn.Module
     is_regression: bool
+    terms = (CLASSIFICATION_TERM,)
 
     def denominators(self, batch: Batch) -> dict[str, Array]:
         """The loss normaliser of `batch`: {"count": Σ example_weight} (float32 scalar; parameter-free)."""
@@ -135,7 +145,7 @@ class ClassificationLoss:
         )
         if denominators is None:
             denominators = self.denominators(batch)
-        return safe_divide(sums["loss_sum"], denominators["count"]), sums
+        return self.loss(sums, denominators), sums
 
 
 def make_classification_loss(model: nn.Module, *, is_regression: bool) -> ClassificationLoss:

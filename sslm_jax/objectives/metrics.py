@@ -1,30 +1,60 @@
-"""Turn summed objective statistics into means: the one place where losses and accuracies are divided.
+"""Loss terms as an open, weighted composition over summed statistics: the one place where sums are divided.
 
 Every objective returns sums (`mlm_loss_sum`, `mlm_correct`, `mlm_weight`, `nsp_loss_sum`, ...; fine-tuning's
 `loss_sum`, `correct`, `count`). Sums of the pieces of a batch (micro-batches, devices, eval batches) add up
-exactly; `finalize` divides once.
+exactly; a division happens once, here. Each objective's file declares its own `LossTerm`s (which sum, which
+normaliser, which metrics its sums finalize to) and registers them, so a new objective never edits this module:
 
-    sums = {"mlm_loss_sum": 6.0, "mlm_correct": 1.0, "mlm_weight": 4.0}
-    finalize(sums)  # {"loss": 1.5, "mlm_loss": 1.5, "mlm_accuracy": 0.25, "perplexity": 4.48...}
+    MLM = register_term(LossTerm("mlm_loss_sum", "mlm_weight", metrics=finalize_mlm))
+    loss = weighted_loss((MLM, NSP.replace(weight=0.5)), sums, denominators)   # Σ weight · loss_sum / denominator
+    finalize_terms((MLM,), {"mlm_loss_sum": 6.0, "mlm_correct": 1.0, "mlm_weight": 4.0})
+    # {"loss": 1.5, "mlm_loss": 1.5, "mlm_accuracy": 0.25, "perplexity": 4.48...}
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+Sums = Mapping[str, Array]
 
-# Each loss term: (sum of weighted losses, its normaliser). The total loss is the sum of the terms' means, as in
-# google-research/bert (mean masked-LM loss + mean next-sentence loss). ("loss_sum", "count") is fine-tuning's
-# classification / regression loss (sslm_jax.objectives.classification).
-LOSS_TERMS: tuple[tuple[str, str], ...] = (
-    ("mlm_loss_sum", "mlm_weight"),
-    ("nsp_loss_sum", "nsp_count"),
-    ("loss_sum", "count"),
-)
+
+@dataclasses.dataclass(frozen=True)
+class LossTerm:
+    """One term of a loss: `weight · sums[loss_sum] / denominators[denominator]`.
+
+    Attributes:
+      loss_sum: the key of the summed loss in an objective's sums ("mlm_loss_sum").
+      denominator: the key of its normaliser, in the sums and in `denominators(batch)` ("mlm_weight").
+      weight: the term's weight in the total (ELECTRA: 50 for replaced-token detection).
+      metrics: sums -> {name: mean} of the statistics this term owns (its loss mean, accuracy, ...); None: none.
+    """
+
+    loss_sum: str
+    denominator: str
+    weight: float = 1.0
+    metrics: Callable[[Sums], dict[str, Array]] | None = None
+
+    def replace(self, **changes) -> "LossTerm":
+        return dataclasses.replace(self, **changes)
+
+
+# Every term some objective module declared, keyed by its loss-sum key: what `finalize` / `total_loss` use when
+# no terms are given (sums of unknown provenance, e.g. in tests or notebooks).
+_REGISTERED: dict[str, LossTerm] = {}
+
+
+def register_term(term: LossTerm) -> LossTerm:
+    """Declares `term` (at its default weight) for `finalize` / `total_loss` without explicit terms; returns it."""
+    known = _REGISTERED.get(term.loss_sum)
+    if known is not None and known.denominator != term.denominator:
+        raise ValueError(f"loss sum {term.loss_sum!r} is already registered with denominator {known.denominator!r}")
+    _REGISTERED[term.loss_sum] = term
+    return term
 
 
 def safe_divide(numerator: Array, denominator: Array) -> Array:
@@ -34,41 +64,43 @@ def safe_divide(numerator: Array, denominator: Array) -> Array:
     return jnp.where(positive, numerator / jnp.where(positive, denominator, 1.0), 0.0)
 
 
-def total_loss(sums: Mapping[str, Array], denominators: Mapping[str, Array] | None = None) -> Array:
-    """Σ over the loss terms present in `sums` of loss_sum / denominator.
+def weighted_loss(terms: Sequence[LossTerm], sums: Sums, denominators: Sums | None = None) -> Array:
+    """Σ over `terms` present in `sums` of weight · loss_sum / denominator (float32 scalar).
 
     Args:
-      sums: an objective's sums (e.g. from `mlm_loss_and_metrics`, merged with `nsp_loss_and_metrics`).
-      denominators: normalisers keyed like the sums' weights (`mlm_weight`, `nsp_count`); None uses the
-        weights in `sums` itself (the mean loss of that batch). A train step passes the totals of the whole
-        step's batch so that the losses (and gradients) of its micro-batches simply add up.
-
-    Returns:
-      float32 scalar.
+      terms: the objective's terms.
+      sums: its summed statistics.
+      denominators: normalisers keyed like the terms' denominators; None uses the ones in `sums` (the mean loss of
+        that batch). A train step passes the totals of the whole step's batch, so that the losses (and gradients)
+        of its micro-batches and devices simply add up.
     """
     denominators = sums if denominators is None else denominators
-    terms = [safe_divide(sums[loss], denominators[weight]) for loss, weight in LOSS_TERMS if loss in sums]
-    return sum(terms, jnp.zeros((), jnp.float32))
+    total = jnp.zeros((), jnp.float32)
+    for term in terms:
+        if term.loss_sum in sums:
+            total = total + term.weight * safe_divide(sums[term.loss_sum], denominators[term.denominator])
+    return total
 
 
-def finalize(sums: Mapping[str, Array]) -> dict[str, Array]:
-    """Means from sums: loss, mlm_loss, mlm_accuracy, perplexity (= exp(mlm_loss)), nsp_loss, nsp_accuracy;
-    for fine-tuning sums, loss and (classification) accuracy = correct / count.
-
-    Args:
-      sums: summed statistics (any subset of the objectives' keys; NSP entries only when NSP sums are there).
-
-    Returns:
-      dict of float32 scalars (works on jax and numpy inputs).
-    """
-    out = {"loss": total_loss(sums)}
-    if "mlm_loss_sum" in sums:
-        out["mlm_loss"] = safe_divide(sums["mlm_loss_sum"], sums["mlm_weight"])
-        out["mlm_accuracy"] = safe_divide(sums["mlm_correct"], sums["mlm_weight"])
-        out["perplexity"] = jnp.exp(out["mlm_loss"])
-    if "nsp_loss_sum" in sums:
-        out["nsp_loss"] = safe_divide(sums["nsp_loss_sum"], sums["nsp_count"])
-        out["nsp_accuracy"] = safe_divide(sums["nsp_correct"], sums["nsp_count"])
-    if "correct" in sums:
-        out["accuracy"] = safe_divide(sums["correct"], sums["count"])
+def finalize_terms(terms: Sequence[LossTerm], sums: Sums) -> dict[str, Array]:
+    """Means from sums: `loss` (the weighted total) and every present term's metrics (works on jax and numpy)."""
+    out = {"loss": weighted_loss(terms, sums)}
+    for term in terms:
+        if term.loss_sum in sums and term.metrics is not None:
+            out.update(term.metrics(sums))
     return out
+
+
+def _registered(sums: Sums) -> list[LossTerm]:
+    return [term for key, term in _REGISTERED.items() if key in sums]
+
+
+def total_loss(sums: Sums, denominators: Sums | None = None) -> Array:
+    """`weighted_loss` over the registered terms present in `sums`, at their default weights."""
+    return weighted_loss(_registered(sums), sums, denominators)
+
+
+def finalize(sums: Sums) -> dict[str, Array]:
+    """`finalize_terms` over the registered terms present in `sums`: e.g. loss, mlm_loss, mlm_accuracy, perplexity,
+    nsp_loss, nsp_accuracy for pretraining sums; loss and accuracy for fine-tuning's."""
+    return finalize_terms(_registered(sums), sums)

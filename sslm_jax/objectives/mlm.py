@@ -5,7 +5,7 @@
     sums["mlm_loss_sum"] / sums["mlm_weight"]        # the mean cross-entropy over real predictions
 
 Returning sums (not means) is what makes gradient accumulation, data-parallel devices and padded evaluation
-batches exact: add the sums of the pieces, divide once at the end (`sslm_jax.objectives.metrics.finalize`).
+batches exact: add the sums of the pieces, divide once at the end (`MLM_TERM`'s metrics, see objectives/metrics.py).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
 
 Array = jax.Array
 
@@ -42,3 +44,14 @@ def mlm_loss_and_metrics(logits: Array, masked_ids: Array, masked_weights: Array
         "mlm_correct": jnp.sum(correct * weights),
         "mlm_weight": jnp.sum(weights),
     }
+
+
+def finalize_mlm(sums) -> dict[str, Array]:
+    """mlm_loss, mlm_accuracy and perplexity (= exp(mlm_loss)) from the masked-LM sums."""
+    loss = safe_divide(sums["mlm_loss_sum"], sums["mlm_weight"])
+    accuracy = safe_divide(sums["mlm_correct"], sums["mlm_weight"])
+    return {"mlm_loss": loss, "mlm_accuracy": accuracy, "perplexity": jnp.exp(loss)}
+
+
+# The mean masked-LM cross-entropy over real predictions.
+MLM_TERM = register_term(LossTerm("mlm_loss_sum", "mlm_weight", metrics=finalize_mlm))

@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
+
 Array = jax.Array
 
 
@@ -36,3 +38,15 @@ def nsp_loss_and_metrics(logits: Array, labels: Array, weights: Array | None = N
         "nsp_correct": jnp.sum(correct * weights),
         "nsp_count": jnp.sum(weights),
     }
+
+
+def finalize_nsp(sums) -> dict[str, Array]:
+    """nsp_loss and nsp_accuracy from the sentence-pair sums."""
+    return {
+        "nsp_loss": safe_divide(sums["nsp_loss_sum"], sums["nsp_count"]),
+        "nsp_accuracy": safe_divide(sums["nsp_correct"], sums["nsp_count"]),
+    }
+
+
+# The mean sentence-pair cross-entropy over real examples (added to the MLM term, as in google-research/bert).
+NSP_TERM = register_term(LossTerm("nsp_loss_sum", "nsp_count", metrics=finalize_nsp))

@@ -2,7 +2,7 @@
 
     loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=True)
     (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch, rng)
-    # loss: mean masked-LM cross-entropy of the batch (+ mean NSP loss); sums: see objectives/metrics.py
+    # loss: mean masked-LM cross-entropy of the batch (+ mean NSP loss); loss_fn.finalize(sums): the means
 
 Logits are computed only at `masked_positions` (the model gathers before its vocabulary projection) and the
 losses in float32 whatever the compute dtype.
@@ -20,9 +20,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sslm_jax.objectives import metrics
-from sslm_jax.objectives.mlm import mlm_loss_and_metrics
-from sslm_jax.objectives.nsp import nsp_loss_and_metrics
+from sslm_jax.objectives.base import Objective
+from sslm_jax.objectives.metrics import LossTerm
+from sslm_jax.objectives.mlm import MLM_TERM, mlm_loss_and_metrics
+from sslm_jax.objectives.nsp import NSP_TERM, nsp_loss_and_metrics
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -34,7 +35,7 @@ def example_weights(batch: Batch) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainingLoss:
+class PretrainingLoss(Objective):
     """`loss_fn(params, batch, rng, deterministic=False, *, denominators=None) -> (loss, sums)`.
 
     Build it with `make_pretraining_loss`. Frozen and hashable, so a jitted step may close over it.
@@ -43,6 +44,10 @@ class PretrainingLoss:
     model: nn.Module
     use_nsp: bool
     segment_attention: bool
+
+    @property
+    def terms(self) -> tuple[LossTerm, ...]:
+        return (MLM_TERM, NSP_TERM) if self.use_nsp else (MLM_TERM,)
 
     def denominators(self, batch: Batch) -> dict[str, Array]:
         """The loss normalisers of `batch` (its total prediction weight and example count), float32 scalars.
@@ -76,7 +81,8 @@ class PretrainingLoss:
 
         Returns:
           (loss, sums): loss = Σ_terms loss_sum / denominator (float32 scalar, differentiable);
-          sums = mlm_loss_sum, mlm_correct, mlm_weight (+ nsp_loss_sum, nsp_correct, nsp_count).
+          sums = mlm_loss_sum, mlm_correct, mlm_weight (+ nsp_loss_sum, nsp_correct, nsp_count);
+          `self.finalize(sums)` turns them into means.
         """
         rngs = None if deterministic or rng is None else {"dropout": rng}
         out = self.model.apply(
@@ -97,7 +103,7 @@ class PretrainingLoss:
             sums.update(nsp_loss_and_metrics(out.nsp_logits, batch["nsp_label"], example_weights(batch)))
         if denominators is None:
             denominators = self.denominators(batch)
-        return metrics.total_loss(sums, denominators), sums
+        return self.loss(sums, denominators), sums
 
 
 def make_pretraining_loss(model: nn.Module, *, use_nsp: bool, segment_attention: bool) -> PretrainingLoss:

@@ -1,4 +1,19 @@
-"""What the training loop needs to know about a task (pretraining, classification, ...), in one record."""
+"""What the training loop needs to know about a task, in one record (`Task`), and the registry of tasks.
+
+A task binds a model, an objective, the data it trains and evaluates on, how evaluation outputs are summarised
+and what to show at the end. The loop (`sslm_jax.training.loop`) knows only this record; `config.task` names a
+registered task:
+
+    @register("parity", command="pretrain", validate=check_parity_settings)
+    def build(config, tokenizer, *, process_index, process_count) -> Task: ...
+
+    spec = get(config.task)           # the built-in tasks are imported on first use (BUILTIN, in __init__.py)
+    spec.validate(config)             # before the workdir is touched
+    task = spec.build(config, tok, process_index=0, process_count=1)
+
+A new task is a new module under tasks/ (or in research code) that calls `register`; built-in ones also get one
+line in `sslm_jax.tasks.BUILTIN`.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +21,7 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import flax.linen as nn
+
 
 # The eval-step output key of per-example arrays ({name: [B]}, e.g. predictions and labels for F1 or Spearman):
 # concatenated over devices (not summed like every other output) and handed to `summarize` batch by batch.
@@ -15,7 +31,8 @@ PER_EXAMPLE = "per_example"
 @dataclasses.dataclass(frozen=True)
 class Task:
     model: nn.Module
-    # loss_fn(params, batch, rng, deterministic=False, *, denominators=None) -> (loss, sums); see objectives/.
+    # An objective (sslm_jax.objectives.base): loss_fn(params, batch, rng, deterministic=False, *, denominators=None)
+    # -> (loss, sums), with denominators(batch) and finalize(sums).
     loss_fn: Any
     train_data: Callable[[], Any]  # () -> tf.data.Dataset of this host's training batches (infinite)
     eval_data: Callable[[], Any] | None  # () -> tf.data.Dataset of this host's eval batches (one pass)
@@ -25,6 +42,52 @@ class Task:
     seq_len: int
     flops_per_sequence: float  # model FLOPs of one training sequence (forward + backward), for MFU
     progress_keys: tuple[str, ...]  # metrics shown in the progress bar
-    # Settings the task resolved from its data, as dotted config keys ({"data.label_names": ("neg", "pos")}): the
-    # loop writes them into the config saved with every checkpoint, so eval / predict / export need no data.
+    # Settings the task resolved (vocabulary size, head, label names, ...) as dotted config keys: the loop writes
+    # them into the config saved with every checkpoint, so eval / predict / export need no data.
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Called with the final parameters (on one host, after a run that was not preempted): fill-mask lines, samples.
+    end_of_run: Callable[[Any], None] | None = None
+    description: str = ""  # the model, for the start-up log
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSpec:
+    """A registered task.
+
+    Attributes:
+      name: the `config.task` value.
+      build: `(config, tokenizer, *, process_index, process_count) -> Task`.
+      validate: `config -> None`, the task's checks that read no data; raise ConfigError (one line). Run before
+        the workdir is touched.
+      command: the `sslm` command that trains it ("pretrain" or "finetune").
+    """
+
+    name: str
+    build: Callable[..., Task]
+    validate: Callable[[Any], None]
+    command: str
+
+
+_TASKS: dict[str, TaskSpec] = {}
+
+
+def _no_checks(config) -> None:
+    del config
+
+
+def register(name: str, *, command: str = "pretrain", validate: Callable[[Any], None] | None = None):
+    """Decorator registering `build` as the task `name`; returns `build` unchanged."""
+
+    def add(build):
+        _TASKS[name] = TaskSpec(name=name, build=build, validate=validate or _no_checks, command=command)
+        return build
+
+    return add
+
+
+def registered(name: str) -> TaskSpec | None:
+    return _TASKS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_TASKS)

@@ -1,6 +1,6 @@
-"""The fine-tuning task: BertForSequenceClassification on labelled sentences (pairs), classes or a score.
+"""The fine-tuning task: a model family's "classification" head on labelled sentences (pairs), classes or a score.
 
-    task = build(config, bert_config, tokenizer, process_index=0, process_count=1)
+    task = tasks.get("classify").build(config, tokenizer, process_index=0, process_count=1)
     task.metadata   # {"data.label_names": ("negative", "positive"), "data.num_labels": 2}: saved with checkpoints
 
 Evaluation is exact over the whole split: the eval step returns the loss sums and, per example, the prediction
@@ -16,30 +16,38 @@ import functools
 import numpy as np
 
 from sslm_jax.errors import ConfigError
-from sslm_jax.models.bert import BertConfig, BertForSequenceClassification
+from sslm_jax.models import registry
 from sslm_jax.objectives import glue_metrics
-from sslm_jax.objectives import metrics as metrics_lib
 from sslm_jax.objectives.classification import (
+    CLASSIFICATION_TERM,
     classification_loss_and_metrics,
     make_classification_loss,
     make_predict_fn,
     predictions_from_logits,
 )
-from sslm_jax.tasks.base import PER_EXAMPLE, Task
-from sslm_jax.training import flops
+from sslm_jax.objectives.metrics import finalize_terms
+from sslm_jax.tasks.base import PER_EXAMPLE, Task, register
 
 SUM_KEYS = ("loss_sum", "correct", "count")
+HEAD = "classification"
 
 
-def build(config, bert_config: BertConfig, tokenizer, *, process_index: int, process_count: int) -> Task:
+def validate(config) -> None:
+    d = config.data
+    limit = config.model.max_position_embeddings
+    if d.max_seq_len > limit:
+        raise ConfigError(
+            f"data.max_seq_len={d.max_seq_len} exceeds the model's max_position_embeddings={limit}; use at most {limit}"
+        )
+
+
+@register("classify", command="finetune", validate=validate)
+def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     from sslm_jax.data import finetuning  # TF is imported only when a task is built
 
     d = config.data
-    if d.max_seq_len > bert_config.max_position_embeddings:
-        raise ConfigError(
-            f"data.max_seq_len={d.max_seq_len} exceeds the model's max_position_embeddings="
-            f"{bert_config.max_position_embeddings}; use at most {bert_config.max_position_embeddings}"
-        )
+    family = registry.get(config.model.family)
+    model_config = family.config_for(config.model, tokenizer.vocab_size)
     dataset = functools.partial(
         finetuning.create_classification_dataset,
         d,
@@ -53,7 +61,7 @@ def build(config, bert_config: BertConfig, tokenizer, *, process_index: int, pro
     # (an empty or mislabelled eval file) surface before any training work. The train split is built when the
     # loop asks for it, so `sslm eval` never builds it.
     eval_ds, info = dataset(split="eval")
-    model = BertForSequenceClassification(bert_config, num_labels=info.num_labels)
+    model = family.model(model_config, HEAD, num_labels=info.num_labels)
     loss_fn = make_classification_loss(model, is_regression=info.is_regression)
     return Task(
         model=model,
@@ -63,9 +71,15 @@ def build(config, bert_config: BertConfig, tokenizer, *, process_index: int, pro
         eval_step=functools.partial(_eval_step, make_predict_fn(model), info.is_regression),
         summarize=functools.partial(summarize, metric_names=info.metric_names),
         seq_len=d.max_seq_len,
-        flops_per_sequence=flops.train_flops_per_sequence(bert_config, d.max_seq_len, 0),
+        flops_per_sequence=family.train_flops(model_config, d.max_seq_len, 0),
         progress_keys=("loss", "accuracy") if not info.is_regression else ("loss",),
-        metadata={"data.label_names": tuple(info.label_names), "data.num_labels": info.num_labels},
+        metadata={
+            "model.vocab_size": model_config.vocab_size,
+            "model.head": HEAD,
+            "data.label_names": tuple(info.label_names),
+            "data.num_labels": info.num_labels,
+        },
+        description=f"{family.name}-{config.model.size} {model_config} + {info.num_labels}-way classifier",
     )
 
 
@@ -99,6 +113,7 @@ def summarize(outputs: list[dict], *, metric_names: tuple[str, ...]) -> dict[str
                 metric_names, rows["prediction"], rows["label"], example_weight=rows["weight"]
             )
         )
-    out.update({k: float(v) for k, v in metrics_lib.finalize(sums).items() if k not in out})
+    finalized = finalize_terms((CLASSIFICATION_TERM,), sums)
+    out.update({k: float(v) for k, v in finalized.items() if k not in out})
     out["examples"] = float(sums["count"])
     return out

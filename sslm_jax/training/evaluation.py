@@ -1,22 +1,49 @@
-"""Evaluate a saved checkpoint on its run's eval split (`sslm eval`), with the training loop's own eval path.
+"""Evaluation: one exact pass over a task's eval split, in the loop and for a saved checkpoint (`sslm eval`).
 
+    metrics = evaluate(runner, state, task.eval_data(), task, max_batches=0)   # inside the training loop
     step_dir, metrics = evaluate_checkpoint("runs/sst2")
     # runs/sst2/checkpoints/6315, {"accuracy": 0.92, "loss": 0.24, "examples": 872.0}
 
-The run is rebuilt from what the checkpoint holds (config, vocabulary, label names), the parameters are restored
-onto the run's mesh, and the eval split is read once, every example counted exactly once (the whole split unless
-`eval_steps` limits the batches). Pretraining runs report masked-LM metrics, fine-tuning runs the task's metrics.
+For a checkpoint the run is rebuilt from what it holds (config, vocabulary, label names), the parameters are
+restored onto the run's mesh, and the eval split is read once, every example counted exactly once (the whole split
+unless `eval_steps` limits the batches). Each task reports its own metrics (masked-LM, classification, ...).
 """
 
 from __future__ import annotations
 
 import os
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
+from sslm_jax.checkpoints import layout, transplant
 from sslm_jax.errors import CheckpointError, ConfigError
-from sslm_jax.training import checkpointing, loop, optim
+from sslm_jax.training import optim, runners, validation
 from sslm_jax.training.state import TrainState
+
+
+def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, float]:
+    """One pass over the eval split (or `max_batches` batches): every example counted once, padding ignored.
+
+    Hosts can hold different numbers of eval batches; one that has run out feeds all-padding batches (zero
+    weights) until every host is done, so the collective eval step never waits for a missing participant.
+    """
+    params = runner.params(state)
+    outputs, it, template = [], iter(eval_data.as_numpy_iterator()), None
+    while not max_batches or len(outputs) < max_batches:
+        batch = next(it, None)
+        if jax.process_count() > 1:
+            done = multihost_utils.process_allgather(np.int32(batch is None))
+            if np.all(done):
+                break
+        elif batch is None:
+            break
+        if batch is None:
+            batch = jax.tree.map(np.zeros_like, template)
+        template = batch
+        outputs.append(jax.device_get(runner.evaluate(params, runner.put(batch))))
+    return task.summarize(outputs)
 
 
 def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
@@ -24,22 +51,22 @@ def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
     checkpoint directory `path` itself). `eval_steps` > 0 stops after that many batches."""
     if eval_steps < 0:
         raise ConfigError(f"eval_steps={eval_steps} must be >= 0 (0 evaluates the whole eval split)")
-    step_dir = checkpointing.latest_checkpoint(path)
+    step_dir = layout.latest_checkpoint(path)
     if step_dir is None:
         raise CheckpointError(f"{path} holds no checkpoint: give a training run's workdir (with checkpoints/<step>)")
-    config = checkpointing.load_config(step_dir)
-    loop.validate_config(config)
+    config = layout.load_config(step_dir)
+    spec = validation.validate(config)
     from sslm_jax.data import tokenizer as tokenizer_lib  # TensorFlow: imported once the checkpoint is found
 
-    tok = tokenizer_lib.load_tokenizer(checkpointing.vocab_file(step_dir), lower_case=config.data.lower_case)
-    task = loop.build_task(config, loop.bert_config(config, tok.vocab_size), tok)
+    tok = tokenizer_lib.load_tokenizer(layout.vocab_file(step_dir), lower_case=config.data.lower_case)
+    task = spec.build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     if task.eval_data is None:
         raise ConfigError(f"{step_dir}: the run's task has no eval split")
     tx, schedule = optim.make_optimizer(config)
-    runner = (loop.JitRunner if config.parallelism == "jit" else loop.PmapRunner).build(config, task, tx, schedule)
-    loaded = checkpointing.load_params(step_dir, params=runner.abstract_state.params)
+    runner = runners.build_runner(config, task, tx, schedule)
+    loaded = transplant.load_params(step_dir, params=runner.abstract_state.params)
     if loaded.fresh:
         raise CheckpointError(f"{step_dir}: the checkpoint lacks {', '.join(loaded.fresh[:3])}; it is incomplete")
     state = TrainState(step=np.int32(0), params=loaded.params, opt_state=None)  # evaluation needs no optimizer state
-    metrics = loop.evaluate(runner, runner.from_host_state(state), task.eval_data(), task, eval_steps)
+    metrics = evaluate(runner, runner.from_host_state(state), task.eval_data(), task, eval_steps)
     return step_dir, metrics

@@ -1,4 +1,4 @@
-"""Model FLOPs of a BERT training step and the accelerator peaks that turn them into MFU.
+"""Accelerator peaks that turn model FLOPs (each model family's `train_flops_per_sequence`) into MFU.
 
 MFU (model FLOPs utilisation) counts the FLOPs the model needs (forward + backward = 3x forward), not what
 the hardware executed: recomputation under remat is not credited, as in PaLM's definition.
@@ -7,8 +7,6 @@ the hardware executed: recomputation under remat is not credited, as in PaLM's d
 from __future__ import annotations
 
 import jax
-
-from sslm_jax.models.bert import BertConfig
 
 # Dense bf16 peak per jax device, from the vendors' datasheets. TPU v2/v3 expose each core as a device.
 PEAK_BF16_FLOPS = {
@@ -27,23 +25,6 @@ PEAK_BF16_FLOPS = {
     "NVIDIA L4": 121e12,
     "Tesla T4": 65e12,
 }
-
-
-def forward_flops_per_sequence(config: BertConfig, seq_len: int, num_predictions: int | None) -> float:
-    """Matmul FLOPs (2 per multiply-add) of one forward pass over one sequence.
-
-    Per layer and token: Q, K, V and output projections 8·H², the feed-forward 4·H·I, attention scores and
-    values 4·L·H. The MLM head costs 2·H² + 2·H·V at each projected position: every position when
-    `num_predictions` is None, else only the masked ones.
-    """
-    h, i, v = config.hidden_size, config.intermediate_size, config.vocab_size
-    per_token = config.num_hidden_layers * (8 * h * h + 4 * h * i + 4 * seq_len * h)
-    heads = (seq_len if num_predictions is None else num_predictions) * (2 * h * h + 2 * h * v)
-    return float(seq_len * per_token + heads)
-
-
-def train_flops_per_sequence(config: BertConfig, seq_len: int, num_predictions: int | None) -> float:
-    return 3.0 * forward_flops_per_sequence(config, seq_len, num_predictions)
 
 
 def peak_flops_per_device(device: jax.Device | None = None, override_tflops: float = 0.0) -> float | None:

@@ -1,4 +1,4 @@
-"""Where metrics go: `metrics.jsonl`, TensorBoard event files, a PNG of the curves, and a progress bar.
+"""Where metrics go: `metrics.jsonl`, TensorBoard event files, a PNG of the curves, a progress bar, the log.
 
 Only process 0 writes. `metrics.jsonl` holds one JSON object per logged step (`step`, `loss`, `mlm_accuracy`,
 ..., and `eval_*` keys on evaluation steps); a resumed run first drops the records after the step it resumes
@@ -11,13 +11,15 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
-# Curves drawn in the PNG, as (metric key, panel title). Missing keys are skipped.
-PLOTTED = (("loss", "training loss"), ("mlm_accuracy", "masked-token accuracy"), ("learning_rate", "learning rate"))
+from absl import logging
+
+# Curves drawn in the PNG by default (the loop passes its task's progress keys). Missing keys are skipped.
+PLOTTED = ("loss", "mlm_accuracy", "learning_rate")
 
 
 def _plain(value: Any) -> Any:
@@ -28,7 +30,15 @@ def _plain(value: Any) -> Any:
 class MetricsWriter:
     """Writes scalars to metrics.jsonl, TensorBoard (train/ and eval/ runs) and a PNG of the curves."""
 
-    def __init__(self, workdir: str | os.PathLike, *, resume_step: int = 0, enabled: bool | None = None):
+    def __init__(
+        self,
+        workdir: str | os.PathLike,
+        *,
+        resume_step: int = 0,
+        enabled: bool | None = None,
+        plotted: Sequence[str] = PLOTTED,
+    ):
+        self.plotted = tuple(plotted)
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.workdir = pathlib.Path(workdir)
         self.jsonl = self.workdir / "metrics.jsonl"
@@ -86,7 +96,7 @@ class MetricsWriter:
         matplotlib.use("Agg")  # no display on TPU VMs, in CI or in notebooks' background threads
         import matplotlib.pyplot as plt
 
-        panels = [(k, t) for k, t in PLOTTED if any(k in r or f"eval_{k}" in r for r in self.records)]
+        panels = [(k, k.replace("_", " ")) for k in self.plotted if any(k in r or f"eval_{k}" in r for r in self.records)]
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
         for ax, (key, title) in zip(axes[0], panels):
             for name, style in ((key, "-"), (f"eval_{key}", "o-")):
@@ -106,3 +116,43 @@ class MetricsWriter:
     def close(self) -> None:
         for writer in self._tb.values():
             writer.close()
+
+
+# --- The console: start-up log lines and the progress bar ------------------------------------------------------
+
+
+def log_startup(config, runner, task, vocab_path) -> None:
+    logging.info(
+        "Devices: %d (%s) on %d process(es); this is process %d with %d local device(s).",
+        jax.device_count(), jax.devices()[0].device_kind, jax.process_count(), jax.process_index(),
+        jax.local_device_count(),
+    )  # fmt: skip
+    logging.info("Parallelism: %s.", runner.describe())
+    logging.info(
+        "Batch: global %d, per host %d, micro-batches per step %d; %d steps.",
+        config.batch_size, config.batch_size // jax.process_count(), config.grad_accum_steps, config.total_steps,
+    )  # fmt: skip
+    logging.info("Task: %s; model: %s; vocabulary %s.", config.task, task.description, vocab_path)
+
+
+def progress_bar(start: int, total: int):
+    """A tqdm bar on process 0 (None elsewhere); use it as a context manager so it closes however the loop ends."""
+    if jax.process_index() != 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def update_progress(progress, step: int, host: dict[str, float], keys) -> None:
+    if progress is None:
+        return
+    progress.n = step
+    shown = {k: f"{host[k]:.4g}" for k in keys if k in host}
+    shown["tok/s"] = f"{host['tokens_per_second']:.3g}"
+    progress.set_postfix(shown, refresh=False)
+    progress.refresh()
+
+
+def fmt(metrics: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())

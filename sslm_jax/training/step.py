@@ -1,4 +1,4 @@
-"""The pure pretraining train and eval steps; compiled (jit with shardings, or pmap) in `partitioning.py`.
+"""The pure train step of every objective; compiled (jit with shardings, or pmap) in `partitioning.py`.
 
     tx, schedule = optim.make_optimizer(config)
     loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=True)
@@ -23,13 +23,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sslm_jax.objectives import metrics as metrics_lib
 from sslm_jax.training.state import TrainState
 
 Array = jax.Array
 Batch = Mapping[str, Array]
-# loss_fn(params, batch, rng, deterministic=False, *, denominators=None) -> (loss, sums), with
-# loss_fn.denominators(batch) -> dict; see sslm_jax.objectives.pretraining.PretrainingLoss.
+# An objective: loss_fn(params, batch, rng, deterministic=False, *, denominators=None) -> (loss, sums), with
+# loss_fn.denominators(batch) and loss_fn.finalize(sums); see sslm_jax.objectives.base.
 LossFn = Any
 
 
@@ -68,8 +67,9 @@ def make_train_step(
 
     Args:
       tx: the optimizer (e.g. from `optim.make_optimizer`).
-      loss_fn: `loss_fn(params, batch, rng, deterministic=False, *, denominators=None) -> (loss, sums)` with a
-        `denominators(batch)` method, e.g. `objectives.make_pretraining_loss(...)`.
+      loss_fn: an objective (`sslm_jax.objectives.base`): `loss_fn(params, batch, rng, deterministic=False, *,
+        denominators=None) -> (loss, sums)` with `denominators(batch)` and `finalize(sums)`, e.g.
+        `objectives.make_pretraining_loss(...)`.
       schedule: the optimizer's learning-rate schedule, reported as `learning_rate`; None omits it.
       grad_accum_steps: micro-batches per step (lax.scan; activations of one micro-batch live at a time). The
         optimizer sees exactly the gradient of the whole batch.
@@ -77,7 +77,7 @@ def make_train_step(
 
     Returns:
       `train_step(state, batch, rng)`: `rng` is the run's base key, folded with `state.step` (and the pmap device
-      index) for dropout. metrics: loss, mlm_loss, mlm_accuracy, perplexity, (nsp_loss, nsp_accuracy),
+      index) for dropout. metrics: `loss_fn.finalize(sums)` (loss, mlm_loss, mlm_accuracy, ... for MLM),
       grad_norm (before clipping), param_norm (after the update), learning_rate, and the raw sums — all scalars,
       identical on every device.
     """
@@ -115,7 +115,7 @@ def make_train_step(
         params = optax.apply_updates(state.params, updates)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
 
-        out = {**metrics_lib.finalize(sums), **sums}
+        out = {**loss_fn.finalize(sums), **sums}
         out["grad_norm"] = optax.global_norm(grads)
         out["param_norm"] = optax.global_norm(params)
         if schedule is not None:
@@ -124,23 +124,3 @@ def make_train_step(
         return new_state, out
 
     return train_step
-
-
-def make_eval_step(loss_fn: LossFn, *, axis_name: str | None = None) -> Callable[[Any, Batch], dict[str, Array]]:
-    """A pure `eval_step(params_or_state, batch) -> sums` (dropout off); add the sums over batches, then
-    `objectives.finalize(total)` gives exact means (padded rows carry zero weight).
-
-    Args:
-      loss_fn: as for `make_train_step`.
-      axis_name: the pmap axis to sum the statistics over; None under jit.
-
-    Returns:
-      `eval_step(params_or_state, batch)`; a `TrainState` or bare params are accepted.
-    """
-
-    def eval_step(params_or_state: Any, batch: Batch) -> dict[str, Array]:
-        params = params_or_state.params if isinstance(params_or_state, TrainState) else params_or_state
-        _, sums = loss_fn(params, batch, None, deterministic=True)
-        return _psum(sums, axis_name)
-
-    return eval_step

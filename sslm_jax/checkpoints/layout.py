@@ -1,0 +1,148 @@
+"""The on-disk layout of an sslm checkpoint, its Orbax items, and reading one back (no training code needed).
+
+Every checkpoint is one Orbax step directory under `<workdir>/checkpoints`, self-contained for resuming, evaluation,
+inference and export:
+
+    <workdir>/checkpoints/1000/
+      state/               the TrainState (step, params, opt_state), sharded Orbax arrays
+      config/config.json   the run's ConfigDict as JSON
+      vocab/vocab.txt      the vocabulary the model was trained with
+      data/process_0-of-2/ each host's input-pipeline position (`iterator.save(directory)`), one folder per host
+      data/process_1-of-2/
+
+All four are items of ONE Orbax save, so they are written into the same temporary directory and renamed together:
+a step appears (and becomes "latest") only once every item of every host is complete. Writing is
+`sslm_jax.training.checkpointing`; this module is what inference and `init_from` read with.
+
+    step_dir = latest_checkpoint("runs/bert_tiny")    # runs/bert_tiny/checkpoints/1000
+    config = load_config(step_dir); vocab = vocab_file(step_dir)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+
+from sslm_jax.errors import CheckpointError
+
+CHECKPOINTS_DIR = "checkpoints"
+STATE_ITEM, CONFIG_ITEM, VOCAB_ITEM, DATA_ITEM = "state", "config", "vocab", "data"
+CONFIG_FILE, VOCAB_FILE = "config.json", "vocab.txt"
+
+
+# --- Orbax items of our own: the vocabulary file and each host's data-iterator position -----------------------
+
+
+@dataclasses.dataclass
+class VocabSave(ocp.args.CheckpointArgs):
+    path: str
+
+
+@dataclasses.dataclass
+class DataSave(ocp.args.CheckpointArgs):
+    iterator: Any  # has save(directory) / restore(directory)
+
+
+@dataclasses.dataclass
+class DataRestore(ocp.args.CheckpointArgs):
+    iterator: Any
+
+
+class VocabHandler(ocp.CheckpointHandler):
+    """Copies the vocabulary file into the step (one host writes it; every host reads it back as a path)."""
+
+    def save(self, directory: epath.Path, args: VocabSave):
+        if jax.process_index() == 0:
+            (directory / VOCAB_FILE).write_bytes(epath.Path(args.path).read_bytes())
+
+    def restore(self, directory: epath.Path, args=None) -> epath.Path:
+        return directory / VOCAB_FILE
+
+
+def data_folder(index: int, count: int) -> str:
+    return f"process_{index}-of-{count}"
+
+
+class DataIteratorHandler(ocp.CheckpointHandler):
+    """Each host saves its own iterator position into `data/process_<i>-of-<n>` of the same step.
+
+    Orbax calls `save` during the blocking part of `CheckpointManager.save`, so the position is that of the batch
+    the saved state has just consumed, even though the arrays are written in the background.
+    """
+
+    def save(self, directory: epath.Path, args: DataSave):
+        folder = directory / data_folder(jax.process_index(), jax.process_count())
+        folder.mkdir(parents=True, exist_ok=True)
+        args.iterator.save(os.fspath(folder))
+
+    def restore(self, directory: epath.Path, args: DataRestore):
+        args.iterator.restore(os.fspath(directory / data_folder(jax.process_index(), jax.process_count())))
+        return args.iterator
+
+
+def handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    registry.add(STATE_ITEM, ocp.args.StandardSave)
+    registry.add(STATE_ITEM, ocp.args.StandardRestore)
+    config_handler = ocp.JsonCheckpointHandler(CONFIG_FILE)
+    registry.add(CONFIG_ITEM, ocp.args.JsonSave, config_handler)
+    registry.add(CONFIG_ITEM, ocp.args.JsonRestore, config_handler)
+    registry.add(VOCAB_ITEM, VocabSave, VocabHandler())
+    data_handler = DataIteratorHandler()
+    registry.add(DATA_ITEM, DataSave, data_handler)
+    registry.add(DATA_ITEM, DataRestore, data_handler)
+    return registry
+
+
+# --- Reading ----------------------------------------------------------------------------------------------------
+
+
+def latest_checkpoint(path: str | os.PathLike) -> epath.Path | None:
+    """The newest complete step directory in an sslm workdir, its `checkpoints/` folder, or `path` itself when it is
+    a step directory; None when there is none.
+
+        latest_checkpoint("runs/bert_tiny")               # -> runs/bert_tiny/checkpoints/1000
+        latest_checkpoint("runs/bert_tiny/checkpoints/500")  # -> runs/bert_tiny/checkpoints/500
+    """
+    path = epath.Path(path)
+    if (path / STATE_ITEM).is_dir() and ocp.utils.is_checkpoint_finalized(path):
+        return path
+    folder = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
+    if not folder.is_dir():
+        return None
+    steps = ocp.utils.checkpoint_steps(folder)
+    return folder / str(max(steps)) if steps else None
+
+
+def load_config(checkpoint_dir: str | os.PathLike) -> ml_collections.ConfigDict:
+    """The ConfigDict a checkpoint was saved with."""
+    file = epath.Path(checkpoint_dir) / CONFIG_ITEM / CONFIG_FILE
+    if not file.exists():
+        raise CheckpointError(f"{file} is missing: {checkpoint_dir} was not saved by sslm_jax's save_checkpoint")
+    return _upgrade(ml_collections.ConfigDict(json.loads(file.read_text())))
+
+
+def _upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Fills what runs saved before model families existed (sslm_jax 0.1) do not record: they were all BERT, and
+    their head followed from the task."""
+    model = config.get("model")
+    if model is not None and "family" not in model:
+        model.family = "bert"
+    if model is not None and "head" not in model:
+        model.head = {"pretrain": "pretraining", "classify": "classification"}.get(config.get("task"), "")
+    return config
+
+
+def vocab_file(checkpoint_dir: str | os.PathLike) -> epath.Path:
+    """The vocabulary file saved with a checkpoint."""
+    file = epath.Path(checkpoint_dir) / VOCAB_ITEM / VOCAB_FILE
+    if not file.exists():
+        raise CheckpointError(f"{file} is missing: {checkpoint_dir} was saved without its vocabulary")
+    return file

@@ -1,0 +1,57 @@
+"""Every check of a run's config, one entry per config section, run once before the workdir is touched.
+
+    spec = validate(config)      # ConfigError (one line naming the field) on the first bad setting
+
+Sections: the run itself (steps, batch, parallelism and mesh, checkpoint intervals), the optimizer, the model
+(its family builds a model config from `config.model`) and the task's data settings (`TaskSpec.validate`). Checks
+that need data (a label set, a vocabulary) run when the task is built, still before anything is trained.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from sslm_jax import tasks
+from sslm_jax.errors import ConfigError
+from sslm_jax.models import registry
+from sslm_jax.training import checkpointing, optim, partitioning
+from sslm_jax.training.runners import RUNNERS
+
+
+def validate(config) -> tasks.TaskSpec:
+    """Checks every section of `config`; returns the task's spec."""
+    spec = tasks.get(config.task)
+    validate_run(config)
+    optim.make_optimizer(config)  # building the optimizer is its validation (schedule, rates, clipping)
+    validate_model(config)
+    spec.validate(config)
+    return spec
+
+
+def validate_run(config) -> None:
+    """Steps, intervals, batch and parallelism: the fields at the top of configs/base.py."""
+    for field in ("total_steps", "batch_size", "grad_accum_steps", "log_every_steps", "eval_every_steps"):
+        if config[field] < 1:
+            raise ConfigError(f"config.{field}={config[field]} must be >= 1")
+    checkpointing.validate_settings(config)
+    if config.eval_steps < 0:
+        raise ConfigError(f"config.eval_steps={config.eval_steps} must be >= 0 (0 evaluates the whole eval split)")
+    if config.parallelism not in RUNNERS:
+        raise ConfigError(f"config.parallelism={config.parallelism!r}; use 'jit' (sharded, any mesh) or 'pmap'")
+    if config.batch_size % jax.process_count():
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the {jax.process_count()} processes"
+        )
+    if config.parallelism == "jit":
+        data, fsdp, _ = partitioning.resolve_mesh_shape(config.mesh_shape, jax.device_count())
+        data_parallel = data * fsdp
+    else:
+        data_parallel = jax.local_device_count()
+    partitioning.validate_batch_size(config.batch_size, data_parallel, grad_accum_steps=config.grad_accum_steps)
+
+
+def validate_model(config) -> None:
+    """The family exists and builds a model config from `config.model` (size, activation, dtypes, ...)."""
+    family = registry.get(config.model.family)
+    # The vocabulary's real size is known only once it exists; any size checks the other fields.
+    family.config_for(config.model, config.model.vocab_size or config.data.vocab_size)
