@@ -18,6 +18,9 @@ Conversion is renaming plus reshaping: torch `Linear.weight` is [out, in], a fla
 (the attention projections keep heads as their own axis, e.g. query [hidden, heads, head_dim]).
 The output embedding is tied to the word embeddings on both sides, so `cls.predictions.decoder.*` is never
 written and, when a checkpoint has it, must equal what it is tied to.
+
+Over 500 lines, but one topic: the name table, the readers (safetensors, sharded, pickle) and the writer must change
+together whenever a head or a name does.
 """
 
 from __future__ import annotations
