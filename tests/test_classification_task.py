@@ -117,6 +117,24 @@ def test_read_examples_formats(tmp_path):
     assert classify.read_examples(tmp_path / "a.txt", text_fields=("text",)) == [("first line",), ("second line",)]
 
 
+def test_read_examples_through_gfile_and_gz(tmp_path):
+    """`sslm predict` reads its input with the fine-tuning reader: tf.io.gfile URLs (ram:// here) and .gz."""
+    import gzip
+
+    import tensorflow as tf
+
+    from sslm_jax.inference import classify
+
+    with tf.io.gfile.GFile("ram://sslm_classify/in.tsv.gz", "wb") as f:
+        f.write(gzip.compress(b"sentence\tlabel\ngood fun\t1\n"))
+    with tf.io.gfile.GFile("ram://sslm_classify/in.txt", "w") as f:
+        f.write("first\n\nsecond\n")
+    assert classify.read_examples("ram://sslm_classify/in.tsv.gz", text_fields=("sentence",)) == [("good fun",)]
+    assert classify.read_examples("ram://sslm_classify/in.txt", text_fields=("text",)) == [("first",), ("second",)]
+    with pytest.raises(DataError, match="^input file ram://sslm_classify/none.tsv does not exist$"):
+        classify.read_examples("ram://sslm_classify/none.tsv", text_fields=("sentence",))
+
+
 def test_length_buckets():
     from sslm_jax.inference.classify import _bucket
 

@@ -239,6 +239,36 @@ def test_jsonl_pairs_declared_labels_and_gzip(tmp_path, tok):
     np.testing.assert_array_equal(b["token_type_ids"][0][: len(first)], [0] * 6 + [1] * 4)
 
 
+def test_files_through_gfile_urls_gz_and_recursive_globs(tmp_path, tok):
+    """Fine-tuning files are read like pretraining corpora: gs:// and other tf.io.gfile URLs (TF's in-memory ram://
+    and file:// stand in here), .gz, comma-separated and recursive (**) globs."""
+    rows = _reviews(9)
+    with tf.io.gfile.GFile("ram://sslm_finetuning/train.tsv.gz", "wb") as f:
+        f.write(gzip.compress("".join(f"{t}\t{y}\n" for t, y in [("review", "stars"), *rows[:5]]).encode()))
+    with tf.io.gfile.GFile("ram://sslm_finetuning/more.tsv", "w") as f:
+        f.write("".join(f"{t}\t{y}\n" for t, y in [("review", "stars"), *rows[5:]]))
+    nested = tmp_path / "dev" / "2024" / "part"
+    nested.mkdir(parents=True)
+    with gzip.open(nested / "a.jsonl.gz", "wt") as f:
+        f.write("".join(json.dumps({"review": t, "stars": y}) + "\n" for t, y in rows[:4]))
+    _write_tsv(tmp_path / "dev" / "b.tsv", ["review", "stars"], rows[4:6])  # not matched: the eval glob is jsonl
+
+    train = "ram://sslm_finetuning/*.gz, ram://sslm_finetuning/more.tsv"
+    kw = dict(source="files", text_field="review", label_field="stars")
+    c = _data_config(format="tsv", train_files=train, eval_files=train, **kw)
+    ds, info = ft.create_classification_dataset(c, tok, split="eval", per_host_batch=4, seed=0)
+    assert info.label_names == ("neg", "pos") and info.num_examples == 9
+    assert _real_rows(_batches(ds), tok) == [(f"[CLS] {t} [SEP]", ("neg", "pos").index(y)) for t, y in rows]
+
+    for dev in (f"{tmp_path}/**/*.jsonl.gz", f"file://{tmp_path}/dev/**/*.jsonl.gz"):
+        c = _data_config(format="jsonl", train_files=dev, eval_files=dev, **kw)
+        ds, info = ft.create_classification_dataset(c, tok, split="eval", per_host_batch=4, seed=0)
+        assert _real_rows(_batches(ds), tok) == [(f"[CLS] {t} [SEP]", ("neg", "pos").index(y)) for t, y in rows[:4]]
+
+    kind, msg = _error(_data_config(format="tsv", train_files=train, eval_files="ram://sslm_finetuning/x*", **kw), tok)
+    assert kind is DataError and msg == "data.eval_files: glob 'ram://sslm_finetuning/x*' matches no file"
+
+
 def test_csv_regression_and_held_out_split(tmp_path, tok):
     rng = np.random.default_rng(0)
     rows = [(f'"{w}, {v}"', f"{s:.2f}") for (w, v), s in

@@ -6,7 +6,8 @@
                        # label [32] int32 (float32 for regression), example_weight [32] float32
 
 The data path, one small step each:
-  read    TFDS (`data.source="tfds"`, prepared data only) or tsv / csv / jsonl files (`data.source="files"`)
+  read    TFDS (`data.source="tfds"`, prepared data only) or tsv / csv / jsonl files (`data.source="files"`;
+          local or gs://, .gz, recursive globs: read by `sslm_jax.data.files`, as pretraining corpora are)
           -> examples {text_a, text_b (pairs only), label}; labels become ids in the order of `label_names`
   shard   per host: TFDS even sub-splits; files by example (every host reads the file list, takes every n-th row)
   order   train: shuffle, repeat (infinite).  eval: one pass, then weight-0 padding examples so that every host
@@ -25,25 +26,22 @@ setting, raised before anything is read into the pipeline.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import glob
 import hashlib
 import json
 import math
-import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import tensorflow as tf
 
+from sslm_jax.data import files
 from sslm_jax.data.tf_setup import hide_accelerators_from_tf
 from sslm_jax.errors import ConfigError, DataError
 from sslm_jax.objectives import glue_metrics
 
 hide_accelerators_from_tf()
 
-LABELLED_FORMATS = ("tsv", "csv", "jsonl")
+LABELLED_FORMATS = files.RECORD_FORMATS
 SPLITS = ("train", "eval")
 _CLASS_METRICS = ("accuracy", "f1", "matthews_corr")  # need class ids, not scores
 
@@ -436,7 +434,7 @@ class _TfdsSource:
         return ds.map(select, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-# --- Local files --------------------------------------------------------------------------------------------------
+# --- Files --------------------------------------------------------------------------------------------------------
 
 
 @dataclasses.dataclass
@@ -514,88 +512,28 @@ class _FileSource:
         return tf.data.Dataset.from_tensor_slices(columns)
 
 
-def _expand(setting: str, patterns: str) -> list[str]:
-    """Comma-separated globs -> sorted, de-duplicated file paths; DataError if a pattern matches nothing."""
-    if not patterns.strip():
-        raise ConfigError(f"{setting} is empty; give the glob(s) of your labelled files")
-    paths: list[str] = []
-    for pattern in (p.strip() for p in patterns.split(",") if p.strip()):
-        matched = sorted(p for p in glob.glob(os.path.expanduser(pattern)) if os.path.isfile(p))
-        if not matched:
-            raise DataError(f"{setting}: {pattern!r} matches no file")
-        paths.extend(m for m in matched if m not in paths)
-    return paths
-
-
-def _open_text(path: str):
-    # utf-8-sig drops a byte-order mark (some GLUE files start with one) that would otherwise join the first
-    # column's name; newline="" lets the csv module see quoted line breaks.
-    if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def _read_rows(setting: str, patterns: str, *, fmt: str, text_fields, label_field: str) -> _Rows:
     rows = _Rows([], [], [])
-    for path in _expand(setting, patterns):
+    for path in files.expand(patterns, setting=setting):
         before = len(rows.texts)
-        try:
-            with _open_text(path) as f:
-                records = _json_records(f, path) if fmt == "jsonl" else _table_records(f, path, fmt)
-                for where, record in records:
-                    for field in (*text_fields, label_field):
-                        if field not in record:
-                            kind = "field" if fmt == "jsonl" else "column"
-                            present = f" (columns: {', '.join(record)})" if fmt != "jsonl" else ""
-                            raise DataError(
-                                f"{where}: no {kind} {field!r}{present}; set data.text_field / data.label_field"
-                            )
-                    texts = tuple(record[field] for field in text_fields)
-                    if not all(isinstance(t, str) for t in texts):
-                        raise DataError(f"{where}: the text fields {', '.join(text_fields)} must hold strings")
-                    rows.texts.append(texts)
-                    rows.labels.append(_label_text(record[label_field], where))
-                    rows.where.append(where)
-        except UnicodeDecodeError as e:
-            raise DataError(f"{setting}: {path} is not UTF-8 text (byte {e.start} of a read block)") from None
-        except (OSError, EOFError) as e:  # e.g. a truncated or fake .gz
-            raise DataError(f"{setting}: cannot read {path} ({e})") from None
+        with files.reading(path, setting=setting), files.open_text(path) as f:
+            for where, record in files.records(f, path, fmt):
+                for field in (*text_fields, label_field):
+                    if field not in record:
+                        kind = "field" if fmt == "jsonl" else "column"
+                        present = f" (columns: {', '.join(record)})" if fmt != "jsonl" else ""
+                        raise DataError(
+                            f"{where}: no {kind} {field!r}{present}; set data.text_field / data.label_field"
+                        )
+                texts = tuple(record[field] for field in text_fields)
+                if not all(isinstance(t, str) for t in texts):
+                    raise DataError(f"{where}: the text fields {', '.join(text_fields)} must hold strings")
+                rows.texts.append(texts)
+                rows.labels.append(_label_text(record[label_field], where))
+                rows.where.append(where)
         if len(rows.texts) == before:
             raise DataError(f"{setting}: {path} has no examples")
     return rows
-
-
-def _table_records(f, path: str, fmt: str) -> Iterator[tuple[str, dict[str, str]]]:
-    """(path:line, {column: value}) for each data row of a tsv/csv file whose first row names the columns.
-
-    TSV is read without quote handling, as GLUE's own files are (their sentences contain bare quotes).
-    """
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f)
-    header = next(reader, None)
-    if header is None:
-        return
-    header = [h.strip() for h in header]
-    for row in reader:
-        where = f"{path}:{reader.line_num}"
-        if not row:
-            continue  # a blank line
-        if len(row) != len(header):
-            raise DataError(f"{where}: {len(row)} {fmt} fields where the header has {len(header)}")
-        yield where, dict(zip(header, row))
-
-
-def _json_records(f, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    for number, line in enumerate(f, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not a JSON object ({e.msg})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{where}: not a JSON object")
-        yield where, record
 
 
 def _label_text(value: Any, where: str) -> str:

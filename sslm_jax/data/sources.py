@@ -10,7 +10,8 @@ Every function returns a `tf.data.Dataset` of scalar tf.string documents for *th
     stdlib_documents()                                         # offline: the Python standard library's docstrings
     documents(config.data, split="train")                      # dispatch on config.data.source, with eval split
 
-Formats of `file_documents` (plain or .gz, read line by line, never whole):
+Paths are expanded by `sslm_jax.data.files` (comma-separated globs, recursive `**`, gs:// and other tf.io.gfile URLs),
+the reader fine-tuning files share. Formats of `file_documents` (plain or .gz, read line by line, never whole):
   text   documents separated by blank lines; a document's lines are joined with "\\n" (sentence boundaries of
          one-sentence-per-line corpora survive). "A b\\nc\\n\\n\\nd\\n" -> ["A b\\nc", "d"].
   lines  one document per non-blank line.
@@ -38,16 +39,14 @@ from __future__ import annotations
 
 import ast
 import collections
-import csv
 import functools
-import glob
-import gzip
 import json
 import os
 import pathlib
 import sysconfig
-import zlib
 
+from sslm_jax.data.files import expand, json_records, open_binary, open_text, reading, table_reader
+from sslm_jax.data.files import import_tensorflow as _tf
 from sslm_jax.errors import ConfigError, DataError
 
 FORMATS = ("text", "lines", "jsonl", "tsv", "csv")
@@ -55,16 +54,6 @@ SOURCES = ("stdlib", "files", "tfds")
 _SNIFF_BYTES = 8192
 _HASH_BUCKETS = 1_000_000  # resolution of the held-out eval split (eval_fraction in steps of 1e-6)
 _RECORDS_PER_CALL = 256  # jsonl/tsv/csv lines parsed per op call
-
-
-def _tf():
-    """TensorFlow, imported on first use: bad paths are reported before its slow, noisy start-up."""
-    import tensorflow as tf
-
-    from sslm_jax.data.tf_setup import hide_accelerators_from_tf
-
-    hide_accelerators_from_tf()
-    return tf
 
 
 # --- Files ----------------------------------------------------------------------------------------------------
@@ -92,7 +81,7 @@ def file_documents(
     _check_process(process_index, process_count)
     if format not in FORMATS:
         raise ConfigError(f"data format {format!r} is not one of {', '.join(FORMATS)}")
-    files = _expand(patterns)
+    files = expand(patterns)
     by_file = len(files) >= process_count
     if by_file:
         files = files[process_index::process_count]
@@ -123,79 +112,32 @@ def file_documents(
     return docs.map(_valid_utf8, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
-def _expand(patterns) -> list[str]:
-    """Globs -> sorted, de-duplicated file paths; each glob must match at least one file."""
-    if isinstance(patterns, (str, os.PathLike)):
-        patterns = [p.strip() for p in os.fspath(patterns).split(",")]
-    patterns = [os.fspath(p) for p in patterns if os.fspath(p)]
-    if not patterns:
-        raise DataError("no input files given: set a glob such as corpus/*.txt")
-    files: dict[str, None] = {}
-    for pattern in patterns:
-        if "://" in pattern:
-            gfile = _tf().io.gfile
-            matches = [m for m in sorted(gfile.glob(pattern)) if not gfile.isdir(m)]
-        else:
-            matches = [m for m in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)) if os.path.isfile(m)]
-        if not matches:
-            raise DataError(f"glob {pattern!r} matches no file")
-        files.update(dict.fromkeys(matches))
-    return list(files)
-
-
-def _open(path: str):
-    """Binary file object, decompressed for .gz."""
-    raw = _tf().io.gfile.GFile(path, "rb") if "://" in path else open(path, "rb")  # noqa: SIM115
-    return gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw
-
-
 def _inspect(path: str, *, format: str, text_field: str) -> tuple[list[str] | None, bool]:  # noqa: A002
     """Checks one file on the host: (tsv/csv header or None, whether the file holds any text)."""
-    try:
-        with _open(path) as f:
+    with reading(path):
+        with open_binary(path) as f:
             if b"\x00" in f.read(_SNIFF_BYTES):
                 raise DataError(
                     f"{path} looks binary (NUL bytes in its first {_SNIFF_BYTES} bytes); expected UTF-8 text"
                 )
-            f.seek(0)
-            lines = (line.decode("utf-8", errors="replace") for line in f)
+        with open_text(path, errors="replace") as lines:
             if format in ("text", "lines"):
                 return None, any(line.strip() for line in lines)
             if format == "jsonl":
                 return None, _check_jsonl(path, lines, text_field)
-            return _check_table(path, lines, format=format, text_field=text_field)
-    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"cannot read {path}: {e}") from e
+            header, _ = table_reader(lines, format)
+            if text_field not in header:
+                raise DataError(f"{path} has no column {text_field!r} in its header {header}; set text_field")
+            return header, any(line.strip() for line in lines)
 
 
 def _check_jsonl(path: str, lines, text_field: str) -> bool:
     """The first non-blank line must be a JSON object with a string `text_field`; False if there is none."""
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number} is not a JSON object ({e}); format='jsonl' needs one per line") from e
-        if not isinstance(record, dict) or not isinstance(record.get(text_field), str):
-            keys = sorted(record) if isinstance(record, dict) else []
-            raise DataError(f"{path}:{number} has no string field {text_field!r} (fields: {keys}); set text_field")
+    for where, record in json_records(lines, path):
+        if not isinstance(record.get(text_field), str):
+            raise DataError(f"{where} has no string field {text_field!r} (fields: {sorted(record)}); set text_field")
         return True
     return False
-
-
-def _check_table(path: str, lines, *, format: str, text_field: str) -> tuple[list[str], bool]:  # noqa: A002
-    header_line = next(lines, "")
-    header = next(_csv_rows([header_line.lstrip("\ufeff")], format), [])
-    if text_field not in header:
-        raise DataError(f"{path} has no column {text_field!r} in its header {header}; set text_field")
-    return header, any(line.strip() for line in lines)
-
-
-def _csv_rows(lines, format: str):  # noqa: A002
-    if format == "tsv":
-        return csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    return csv.reader(lines)
 
 
 def _read_file(path, compression, *, format: str, column: int | None, num_columns: int, text_field: str):  # noqa: A002

@@ -14,16 +14,16 @@ longest row, which changes no output (padding is masked) and bounds the number o
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import pathlib
 import tempfile
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
 
+from sslm_jax.data import files
 from sslm_jax.errors import DataError, SslmError
 from sslm_jax.inference.loading import LoadedModel, load_model
 from sslm_jax.objectives.classification import make_predict_fn
@@ -44,7 +44,8 @@ def predict_file(
 
     Args:
       model_path: a fine-tuning workdir (or checkpoint), or a Hugging Face BertForSequenceClassification directory.
-      input_path: .tsv / .csv (header row), .jsonl, or any other name: plain text, one example per line.
+      input_path: .tsv / .csv (header row), .jsonl, or any other name: plain text, one example per line; each
+        may end in .gz and be a gs:// (tf.io.gfile) URL.
       output_path: the JSON-lines file, written only once every example is classified (replaced atomically).
       text_fields: the column(s) / field(s) to read; default: those the model was trained on (a Hugging Face
         directory: "text").
@@ -117,54 +118,30 @@ def records(loaded: LoadedModel, examples: Sequence[Example], outputs: np.ndarra
 
 def read_examples(path: str | os.PathLike, *, text_fields: Sequence[str]) -> list[Example]:
     """The texts of a file, by its name: .tsv / .csv (header row naming the columns), .jsonl (one object per line),
-    anything else plain text (one example per non-blank line; single texts only).
+    anything else plain text (one example per non-blank line; single texts only). A further .gz is decompressed;
+    the path may be a tf.io.gfile URL (read by `sslm_jax.data.files`, as fine-tuning files are).
 
     Example: a tsv "sentence\\tlabel\\ngood fun\\t1\\n" read with text_fields ("sentence",) -> [("good fun",)].
     """
-    path = pathlib.Path(path)
+    path = os.fspath(path)
     fields = tuple(text_fields)
-    if not path.is_file():
+    if not files.is_file(path):
         raise DataError(f"input file {path} does not exist")
-    name = path.name.lower()
-    fmt = next((f for f in ("tsv", "csv", "jsonl") if name.endswith("." + f)), "text")
+    name = path.lower().removesuffix(".gz")
+    fmt = next((f for f in files.RECORD_FORMATS if name.endswith("." + f)), "text")
     if fmt == "text" and len(fields) != 1:
         raise DataError(
             f"{path}: plain text holds one text per line, but the model reads sentence pairs ({', '.join(fields)}): "
             f"give a .tsv, .csv or .jsonl file with those columns"
         )
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            if fmt == "text":
-                examples = [(line.rstrip("\r\n"),) for line in f if line.strip()]
-            else:
-                examples = [_select(record, fields, where, fmt) for where, record in _records(f, path, fmt)]
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path} is not UTF-8 text (byte {e.start} of a read block)") from None
+    with files.reading(path), files.open_text(path) as f:
+        if fmt == "text":
+            examples = [(line.rstrip("\r\n"),) for line in f if line.strip()]
+        else:
+            examples = [_select(record, fields, where, fmt) for where, record in files.records(f, path, fmt)]
     if not examples:
         raise DataError(f"{path} has no examples")
     return examples
-
-
-def _records(f, path: pathlib.Path, fmt: str) -> Iterator[tuple[str, dict]]:
-    if fmt == "jsonl":
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{number}: not a JSON object ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise DataError(f"{path}:{number}: not a JSON object")
-                yield f"{path}:{number}", record
-        return
-    # TSV without quote handling, as in fine-tuning (GLUE's sentences contain bare quotes).
-    reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f)
-    header = [h.strip() for h in next(reader, [])]
-    for row in reader:
-        if row:
-            if len(row) != len(header):
-                raise DataError(f"{path}:{reader.line_num}: {len(row)} {fmt} fields where the header has {len(header)}")
-            yield f"{path}:{reader.line_num}", dict(zip(header, row))
 
 
 def _select(record: dict, fields: tuple[str, ...], where: str, fmt: str) -> Example:
