@@ -22,7 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from sslm_jax.models import layers
+from sslm_jax.models import attention, layers
 
 Array = jax.Array
 
@@ -180,7 +180,7 @@ class BertLayer(nn.Module):
     ) -> Array:
         c = self.config
         dt, pdt = c.compute_dtype, c.weights_dtype
-        h = layers.SelfAttention(
+        h = attention.SelfAttention(
             num_heads=c.num_attention_heads,
             head_dim=c.head_dim,
             attention_dropout=c.attention_probs_dropout_prob,

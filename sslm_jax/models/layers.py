@@ -1,4 +1,5 @@
-"""Transformer building blocks shared by BERT (and later GPT and ELECTRA), with logical axis names.
+"""Small building blocks shared by every model family: initialisers with logical axis names, dense, LayerNorm,
+masks and the (shareable) `Embeddings`. Attention is in `attention.py`, the layer and the stack in `transformer.py`.
 
 Every parameter is created through `nn.with_logical_partitioning`, so `model.init` returns boxed
 `nn.LogicallyPartitioned` leaves whose names (`embed, heads, kv, mlp, vocab`) the trainer maps onto a
@@ -119,66 +120,6 @@ def gather_positions(x: Array, positions: Array) -> Array:
     Example: x[0] = [[a], [b], [c]], positions [[2, 0]] -> [[[c], [a]]].
     """
     return jnp.take_along_axis(x, positions.reshape(*positions.shape, *(1,) * (x.ndim - 2)).astype(jnp.int32), axis=1)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA, cuDNN or TPU picks the kernel).
-
-    Attention-probability dropout cannot be expressed in the fused kernel, so when it is active (training with
-    `attention_dropout > 0`) the weights are computed explicitly; evaluation always takes the fused path.
-
-    `query_positions` [B, P] restricts the queries (and the output, [B, P, H]) to those rows; keys and values still
-    come from the whole sequence, so each kept row is exactly what the full computation gives there.
-    """
-
-    num_heads: int
-    head_dim: int
-    attention_dropout: float
-    init_range: float
-    dtype: DType
-    param_dtype: DType
-    implementation: str | None = None
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mask: Array | None, deterministic: bool, query_positions: Array | None = None
-    ) -> Array:
-        qkv = functools.partial(
-            dense,
-            (self.num_heads, self.head_dim),
-            kernel_axes=("embed", "heads", "kv"),
-            bias_axes=("heads", "kv"),
-            init_range=self.init_range,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        queries = x
-        if query_positions is not None:
-            queries = gather_positions(x, query_positions)
-            if mask is not None:  # [B, 1, T, S] -> the kept query rows [B, 1, P, S]
-                mask = jnp.take_along_axis(mask, query_positions[:, None, :, None].astype(jnp.int32), axis=2)
-        q, k, v = (qkv(name=n)(inp) for n, inp in (("query", queries), ("key", x), ("value", x)))
-        q, k, v = (nn.with_logical_constraint(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        if deterministic or self.attention_dropout == 0.0:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
-        else:
-            scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(self.dtype)
-            if mask is not None:
-                scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-            probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-            probs = nn.Dropout(self.attention_dropout)(probs, deterministic=False)
-            out = jnp.einsum("bnts,bsnh->btnh", probs, v)
-        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return dense(
-            x.shape[-1],
-            axis=(-2, -1),
-            kernel_axes=("heads", "kv", "embed"),
-            bias_axes=("embed",),
-            init_range=self.init_range,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="output",
-        )(out)
 
 
 class Embeddings(nn.Module):
