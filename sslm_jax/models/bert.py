@@ -7,9 +7,10 @@
                       masked_positions=positions)          # optional: project only where predictions are needed
     out.mlm_logits  # [B, P, V] (or [B, T, V] without masked_positions);  out.nsp_logits  # [B, 2]
 
-Parameter names follow Hugging Face's module tree (bert/embeddings, bert/encoder/layer_i, cls/predictions, ...)
-so `sslm_jax.interop.huggingface` converts by renaming and transposing, and every parameter carries logical
-axis names (see `layers.py`).
+The encoder is the shared `transformer.Transformer` (post-LN, bidirectional) reading `layers.Embeddings`; this
+file holds BERT's config, size table, pooler and heads. Parameter names follow Hugging Face's module tree
+(bert/embeddings, bert/encoder/layer_i, cls/predictions, ...) so `sslm_jax.interop.huggingface` converts by renaming
+and transposing, and every parameter carries logical axis names (see `layers.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from sslm_jax.models import layers
+from sslm_jax.models.transformer import Transformer, TransformerConfig
 
 Array = jax.Array
 
@@ -102,6 +104,39 @@ class BertConfig:
         return self.hidden_size // self.num_attention_heads
 
     @property
+    def transformer(self) -> TransformerConfig:
+        """The encoder stack: post-LN, bidirectional, no final LayerNorm."""
+        return TransformerConfig(
+            hidden_size=self.hidden_size,
+            num_layers=self.num_hidden_layers,
+            num_heads=self.num_attention_heads,
+            intermediate_size=self.intermediate_size,
+            hidden_act=self.hidden_act,
+            dropout_rate=self.hidden_dropout_prob,
+            attention_dropout_rate=self.attention_probs_dropout_prob,
+            layer_norm_eps=self.layer_norm_eps,
+            init_range=self.initializer_range,
+            remat=self.remat,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            attention_implementation=self.attention_implementation,
+        )
+
+    def embeddings(self) -> layers.Embeddings:
+        """Word + position + token-type embeddings, LayerNorm and dropout (to be bound in a parent's setup)."""
+        return layers.Embeddings(
+            vocab_size=self.vocab_size,
+            features=self.hidden_size,
+            max_positions=self.max_position_embeddings,
+            type_vocab_size=self.type_vocab_size,
+            layer_norm_eps=self.layer_norm_eps,
+            dropout_rate=self.hidden_dropout_prob,
+            init_range=self.initializer_range,
+            dtype=self.compute_dtype,
+            param_dtype=self.weights_dtype,
+        )
+
+    @property
     def compute_dtype(self):
         return jnp.dtype(self.dtype)
 
@@ -126,115 +161,6 @@ class ClassificationOutput:
     logits: Array  # [B, num_labels]
 
 
-class BertEmbeddings(nn.Module):
-    config: BertConfig
-
-    def setup(self):
-        c = self.config
-        self.word_embeddings = nn.Embed(
-            c.vocab_size,
-            c.hidden_size,
-            dtype=c.compute_dtype,
-            param_dtype=c.weights_dtype,
-            embedding_init=layers.normal_init(c.initializer_range, ("vocab", "embed")),
-        )
-        self.position_embeddings = nn.Embed(
-            c.max_position_embeddings,
-            c.hidden_size,
-            dtype=c.compute_dtype,
-            param_dtype=c.weights_dtype,
-            embedding_init=layers.normal_init(c.initializer_range, (None, "embed")),
-        )
-        self.token_type_embeddings = nn.Embed(
-            c.type_vocab_size,
-            c.hidden_size,
-            dtype=c.compute_dtype,
-            param_dtype=c.weights_dtype,
-            embedding_init=layers.normal_init(c.initializer_range, (None, "embed")),
-        )
-        self.LayerNorm = layers.layer_norm(c.layer_norm_eps, c.compute_dtype, c.weights_dtype)
-        self.dropout = nn.Dropout(c.hidden_dropout_prob)
-
-    def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool):
-        x = (
-            self.word_embeddings(input_ids)
-            + self.token_type_embeddings(token_type_ids)
-            + self.position_embeddings(position_ids)
-        )
-        x = self.dropout(self.LayerNorm(x), deterministic=deterministic)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-    def attend(self, x: Array) -> Array:
-        """Logits against the (tied) word-embedding table: [..., H] -> [..., V]."""
-        return self.word_embeddings.attend(x)
-
-
-class BertLayer(nn.Module):
-    """One post-LN transformer layer; with `query_positions` [B, P] it computes (and returns) only those rows."""
-
-    config: BertConfig
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mask: Array | None, deterministic: bool, query_positions: Array | None = None
-    ) -> Array:
-        c = self.config
-        dt, pdt = c.compute_dtype, c.weights_dtype
-        h = layers.SelfAttention(
-            num_heads=c.num_attention_heads,
-            head_dim=c.head_dim,
-            attention_dropout=c.attention_probs_dropout_prob,
-            init_range=c.initializer_range,
-            dtype=dt,
-            param_dtype=pdt,
-            implementation=c.attention_implementation,
-            name="attention",
-        )(x, mask, deterministic, query_positions)
-        if query_positions is not None:
-            x = layers.gather_positions(x, query_positions)  # the residual stream of the kept rows
-        h = nn.Dropout(c.hidden_dropout_prob)(h, deterministic=deterministic)
-        x = layers.layer_norm(c.layer_norm_eps, dt, pdt, name="attention_layer_norm")(x + h)
-        h = layers.dense(
-            c.intermediate_size,
-            kernel_axes=("embed", "mlp"),
-            bias_axes=("mlp",),
-            init_range=c.initializer_range,
-            dtype=dt,
-            param_dtype=pdt,
-            name="intermediate",
-        )(x)
-        h = nn.with_logical_constraint(layers.activation(c.hidden_act)(h), ("batch", "length", "mlp"))
-        h = layers.dense(
-            c.hidden_size,
-            kernel_axes=("mlp", "embed"),
-            bias_axes=("embed",),
-            init_range=c.initializer_range,
-            dtype=dt,
-            param_dtype=pdt,
-            name="output",
-        )(h)
-        h = nn.Dropout(c.hidden_dropout_prob)(h, deterministic=deterministic)
-        x = layers.layer_norm(c.layer_norm_eps, dt, pdt, name="output_layer_norm")(x + h)
-        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
-
-
-class BertEncoder(nn.Module):
-    config: BertConfig
-
-    @nn.compact
-    def __call__(
-        self, x: Array, mask: Array | None, deterministic: bool, output_positions: Array | None = None
-    ) -> Array:
-        # `deterministic` is argument 3 counting self; it decides Python control flow, so it must be static.
-        layer_cls = nn.remat(BertLayer, static_argnums=(3,)) if self.config.remat else BertLayer
-        last = self.config.num_hidden_layers - 1
-        for i in range(self.config.num_hidden_layers):
-            # Rows nobody reads need no last layer: with output_positions it runs on those rows only.
-            positions = output_positions if i == last else None
-            x = layer_cls(self.config, name=f"layer_{i}")(x, mask, deterministic, positions)
-        return x
-
-
 class BertModel(nn.Module):
     """The encoder: returns (sequence_output [B, T, H], pooled_output [B, H] or None).
 
@@ -247,8 +173,8 @@ class BertModel(nn.Module):
 
     def setup(self):
         c = self.config
-        self.embeddings = BertEmbeddings(c)
-        self.encoder = BertEncoder(c)
+        self.embeddings = c.embeddings()
+        self.encoder = Transformer(c.transformer, embeddings=self.embeddings)
         if self.add_pooling_layer:
             self.pooler = layers.dense(
                 c.hidden_size,
@@ -269,21 +195,18 @@ class BertModel(nn.Module):
         deterministic: bool = True,
         output_positions: Array | None = None,
     ):
-        batch, length = input_ids.shape
-        if length > self.config.max_position_embeddings:
-            raise ValueError(
-                f"sequence length {length} exceeds max_position_embeddings={self.config.max_position_embeddings}"
-            )
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        if position_ids is None:
-            position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-        x = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
-        mask = layers.attention_mask(attention_mask, segment_ids, batch, length)
         pool_row = output_positions is not None and self.add_pooling_layer
         if pool_row:  # the pooler reads [CLS]: keep row 0 as the first computed row
             output_positions = jnp.concatenate([jnp.zeros_like(output_positions[:, :1]), output_positions], axis=1)
-        x = self.encoder(x, mask, deterministic, output_positions)
+        x = self.encoder(
+            input_ids,
+            attention_mask=attention_mask,
+            segment_ids=segment_ids,
+            token_type_ids=token_type_ids,
+            position_ids=position_ids,
+            deterministic=deterministic,
+            output_positions=output_positions,
+        )
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.add_pooling_layer else None
         return (x[:, 1:] if pool_row else x), pooled
 

@@ -1,4 +1,5 @@
-"""Transformer building blocks shared by BERT (and later GPT and ELECTRA), with logical axis names.
+"""Small building blocks shared by every model family: initialisers with logical axis names, dense, LayerNorm,
+masks and the (shareable) `Embeddings`. Attention is in `attention.py`, the layer and the stack in `transformer.py`.
 
 Every parameter is created through `nn.with_logical_partitioning`, so `model.init` returns boxed
 `nn.LogicallyPartitioned` leaves whose names (`embed, heads, kv, mlp, vocab`) the trainer maps onto a
@@ -91,11 +92,15 @@ def dense(features, *, kernel_axes, bias_axes, init_range, dtype, param_dtype, a
     )
 
 
-def attention_mask(attention_mask: Array | None, segment_ids: Array | None, batch: int, length: int) -> Array | None:
-    """Boolean mask [B, 1, T, S] (True = may attend) from a padding mask [B, S] and/or segment ids [B, S].
+def attention_mask(
+    attention_mask: Array | None, segment_ids: Array | None, batch: int, length: int, *, causal: bool = False
+) -> Array | None:
+    """Boolean mask [B, 1, T, S] (True = may attend) from a padding mask [B, S], segment ids [B, S], causality.
 
     Example: attention_mask=[[1, 1, 1, 0]], segment_ids=[[1, 1, 2, 0]] gives, for query 0, keys [T, T, F, F]
-    and for query 2, keys [F, F, T, F]: packed documents never see each other and nobody sees padding.
+    and for query 2, keys [F, F, T, F]: packed documents never see each other and nobody sees padding. With
+    `causal=True` query t also loses every key after t: query 1 of attention_mask=[[1, 1, 1, 0]] sees [T, T, F, F].
+    None when nothing is masked, so attention keeps its mask-free fused path.
     """
     mask = None
     if attention_mask is not None:
@@ -103,6 +108,9 @@ def attention_mask(attention_mask: Array | None, segment_ids: Array | None, batc
     if segment_ids is not None:
         same = segment_ids[:, None, :, None] == segment_ids[:, None, None, :]
         mask = same if mask is None else jnp.logical_and(mask, same)
+    if causal:
+        lower = jnp.broadcast_to(jnp.tril(jnp.ones((length, length), bool)), (batch, 1, length, length))
+        mask = lower if mask is None else jnp.logical_and(mask, lower)
     return mask
 
 
@@ -114,61 +122,71 @@ def gather_positions(x: Array, positions: Array) -> Array:
     return jnp.take_along_axis(x, positions.reshape(*positions.shape, *(1,) * (x.ndim - 2)).astype(jnp.int32), axis=1)
 
 
-class SelfAttention(nn.Module):
-    """Multi-head self-attention through `jax.nn.dot_product_attention` (XLA, cuDNN or TPU picks the kernel).
+class Embeddings(nn.Module):
+    """Word + (optional) learned position + (optional) token-type embeddings → (optional) LayerNorm → dropout.
 
-    Attention-probability dropout cannot be expressed in the fused kernel, so when it is active (training with
-    `attention_dropout > 0`) the weights are computed explicitly; evaluation always takes the fused path.
+    Built in a parent's `setup` and handed to one or more `transformer.Transformer`s (`embeddings=`), so two stacks
+    can read one table (ELECTRA's generator and discriminator); its parameters live once, under the parent's
+    attribute name. `attend` projects hidden states back onto the word table for tied output layers.
 
-    `query_positions` [B, P] restricts the queries (and the output, [B, P, H]) to those rows; keys and values still
-    come from the whole sequence, so each kept row is exactly what the full computation gives there.
+        emb = Embeddings(vocab_size=100, features=8, max_positions=16, type_vocab_size=2, layer_norm_eps=1e-12)
+        emb(ids)                      # ids [B, T] -> [B, T, 8]; types default to 0, positions to 0..T-1
+        emb.attend(h)                 # h [B, T, 8] -> logits [B, T, 100]
+
+    A stack wider or narrower than `features` projects the output itself (`embeddings_project`, as Hugging Face's
+    ElectraModel does), not here: a shared table feeds stacks of different widths, each with its own projection.
+    Parameter names (word_embeddings, position_embeddings, token_type_embeddings, LayerNorm) are Hugging Face's
+    BERT's, which checkpoints and `sslm_jax.interop.huggingface` rely on.
     """
 
-    num_heads: int
-    head_dim: int
-    attention_dropout: float
-    init_range: float
-    dtype: DType
-    param_dtype: DType
-    implementation: str | None = None
+    vocab_size: int
+    features: int
+    max_positions: int | None = None  # None: no learned positions (e.g. rotary ones applied in attention)
+    type_vocab_size: int | None = None  # None: no token-type table
+    layer_norm_eps: float | None = None  # None: no LayerNorm (GPT-2 adds its embeddings raw)
+    dropout_rate: float = 0.0
+    init_range: float = 0.02
+    dtype: DType = jnp.float32
+    param_dtype: DType = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        def table(rows, axes):
+            init = normal_init(self.init_range, axes)
+            return nn.Embed(rows, self.features, dtype=self.dtype, param_dtype=self.param_dtype, embedding_init=init)
+
+        self.word_embeddings = table(self.vocab_size, ("vocab", "embed"))
+        if self.max_positions:
+            self.position_embeddings = table(self.max_positions, (None, "embed"))
+        if self.type_vocab_size:
+            self.token_type_embeddings = table(self.type_vocab_size, (None, "embed"))
+        if self.layer_norm_eps is not None:
+            self.LayerNorm = layer_norm(self.layer_norm_eps, self.dtype, self.param_dtype)
+        self.dropout = nn.Dropout(self.dropout_rate)
+
     def __call__(
-        self, x: Array, mask: Array | None, deterministic: bool, query_positions: Array | None = None
+        self,
+        input_ids: Array,
+        token_type_ids: Array | None = None,
+        position_ids: Array | None = None,
+        deterministic: bool = True,
     ) -> Array:
-        qkv = functools.partial(
-            dense,
-            (self.num_heads, self.head_dim),
-            kernel_axes=("embed", "heads", "kv"),
-            bias_axes=("heads", "kv"),
-            init_range=self.init_range,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-        )
-        queries = x
-        if query_positions is not None:
-            queries = gather_positions(x, query_positions)
-            if mask is not None:  # [B, 1, T, S] -> the kept query rows [B, 1, P, S]
-                mask = jnp.take_along_axis(mask, query_positions[:, None, :, None].astype(jnp.int32), axis=2)
-        q, k, v = (qkv(name=n)(inp) for n, inp in (("query", queries), ("key", x), ("value", x)))
-        q, k, v = (nn.with_logical_constraint(t, ("batch", "length", "heads", "kv")) for t in (q, k, v))
-        if deterministic or self.attention_dropout == 0.0:
-            out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=self.implementation)
-        else:
-            scores = jnp.einsum("btnh,bsnh->bnts", q, k) / jnp.sqrt(self.head_dim).astype(self.dtype)
-            if mask is not None:
-                scores = jnp.where(mask, scores, jnp.finfo(scores.dtype).min)
-            probs = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(self.dtype)
-            probs = nn.Dropout(self.attention_dropout)(probs, deterministic=False)
-            out = jnp.einsum("bnts,bsnh->btnh", probs, v)
-        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        return dense(
-            x.shape[-1],
-            axis=(-2, -1),
-            kernel_axes=("heads", "kv", "embed"),
-            bias_axes=("embed",),
-            init_range=self.init_range,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="output",
-        )(out)
+        """ids [B, T] -> [B, T, features]; missing token types are 0, missing positions 0..T-1."""
+        batch, length = input_ids.shape
+        x = self.word_embeddings(input_ids)
+        # Summation order (word, type, position) is Hugging Face BERT's; float sums in another order differ.
+        if self.type_vocab_size:
+            x = x + self.token_type_embeddings(jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids)
+        if self.max_positions:
+            if length > self.max_positions:
+                raise ValueError(f"sequence length {length} exceeds max_position_embeddings={self.max_positions}")
+            if position_ids is None:
+                position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+            x = x + self.position_embeddings(position_ids)
+        if self.layer_norm_eps is not None:
+            x = self.LayerNorm(x)
+        x = self.dropout(x, deterministic=deterministic)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+    def attend(self, x: Array) -> Array:
+        """Logits against the (tied) word-embedding table: [..., features] -> [..., vocab]."""
+        return self.word_embeddings.attend(x)
