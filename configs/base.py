@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.short_seq_prob = 0.1  # google-research/bert: sometimes shorter pair sequences to reduce the skew.
     c.data.segment_attention = False  # packed sequences: attend only within each document.
     c.data.shuffle_buffer = 10_000  # examples (sequences) in the shuffle buffer.
-    # Fine-tuning (task="classify"; sslm_jax/data/finetuning.py): labelled tfds data or tsv/csv/jsonl files.
+    # Fine-tuning (task="classify"; sslm_jax/data/labelled_sources.py): labelled tfds data or tsv/csv/jsonl files.
     c.data.label_field = "label"  # tsv-csv column / jsonl field / TFDS feature holding the label.
     c.data.label_names = ()  # class names in label-id order; () = TFDS ClassLabel names or the train files' labels.
     c.data.num_labels = 0  # 0: as many as label names (a float TFDS label: regression); 1: regression; n: checked.

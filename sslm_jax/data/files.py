@@ -5,8 +5,8 @@
         for where, record in records(f, paths[0], "tsv"):   # ("data/a.tsv.gz:2", {"sentence": ..., "label": ...})
             ...
 
-Pretraining sources (`sources.py`), fine-tuning files (`finetuning.py`) and `sslm predict` (`inference/classify.py`)
-all read through these functions, so they accept the same paths and formats:
+Pretraining sources (`sources.py`), fine-tuning files (`labelled_sources.py`) and `sslm predict`
+(`inference/classify.py`) all read through these functions, so they accept the same paths and formats:
   patterns  comma-separated globs; `**` is recursive (zero or more folders), locally and in URLs; each pattern must
             match at least one file; the result is sorted per pattern, without repeats.
   opening   a name ending in .gz is decompressed; text is UTF-8, a leading byte-order mark is dropped.
