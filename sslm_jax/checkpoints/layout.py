@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
@@ -42,7 +42,7 @@ CONFIG_FILE, VOCAB_FILE = "config.json", "vocab.txt"
 
 @dataclasses.dataclass
 class VocabSave(ocp.args.CheckpointArgs):
-    path: str
+    files: Mapping[str, str]  # name in the checkpoint -> the file to copy (vocab.txt; or vocab.json + merges.txt)
 
 
 @dataclasses.dataclass
@@ -55,15 +55,24 @@ class DataRestore(ocp.args.CheckpointArgs):
     iterator: Any
 
 
+def tokenizer_files(vocab) -> dict[str, str]:
+    """{name in the checkpoint: file} of a tokenizer: a tokenizer's `files` mapping as it is, or one vocabulary
+    file (WordPiece), saved as vocab.txt."""
+    if isinstance(vocab, Mapping):
+        return {name: os.fspath(path) for name, path in vocab.items()}
+    return {VOCAB_FILE: os.fspath(vocab)}
+
+
 class VocabHandler(ocp.CheckpointHandler):
-    """Copies the vocabulary file into the step (one host writes it; every host reads it back as a path)."""
+    """Copies the tokenizer's files into the step (one host writes them; every host reads back the folder)."""
 
     def save(self, directory: epath.Path, args: VocabSave):
         if jax.process_index() == 0:
-            (directory / VOCAB_FILE).write_bytes(epath.Path(args.path).read_bytes())
+            for name, path in args.files.items():
+                (directory / name).write_bytes(epath.Path(path).read_bytes())
 
     def restore(self, directory: epath.Path, args=None) -> epath.Path:
-        return directory / VOCAB_FILE
+        return directory
 
 
 def data_folder(index: int, count: int) -> str:
@@ -130,14 +139,24 @@ def load_config(checkpoint_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def _upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Fills what runs saved before model families existed (sslm_jax 0.1) do not record: they were all BERT, and
-    their head followed from the task."""
+    """Fills what runs saved before model families existed (sslm_jax 0.1) do not record: they were all BERT with a
+    WordPiece vocabulary, and their head followed from the task."""
+    if config.get("data") is not None and "tokenizer" not in config.data:
+        config.data.tokenizer = "wordpiece"
     model = config.get("model")
     if model is not None and "family" not in model:
         model.family = "bert"
     if model is not None and "head" not in model:
         model.head = {"pretrain": "pretraining", "classify": "classification"}.get(config.get("task"), "")
     return config
+
+
+def vocab_dir(checkpoint_dir: str | os.PathLike) -> epath.Path:
+    """The folder of the tokenizer files saved with a checkpoint (vocab.txt; vocab.json + merges.txt)."""
+    folder = epath.Path(checkpoint_dir) / VOCAB_ITEM
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} is missing: {checkpoint_dir} was saved without its vocabulary")
+    return folder
 
 
 def vocab_file(checkpoint_dir: str | os.PathLike) -> epath.Path:

@@ -327,6 +327,13 @@ class WordPieceTokenizer:
             no_pretokenization=True,  # our input is already one word per string
         )
 
+    @property
+    def files(self) -> dict[str, pathlib.Path]:
+        """{name: path} of the files a checkpoint keeps with the model: {"vocab.txt": vocab_path}."""
+        if self.vocab_path is None:
+            raise ValueError("a WordPieceTokenizer built from a list has no vocabulary file")
+        return {"vocab.txt": self.vocab_path}
+
     def __repr__(self) -> str:
         source = self.vocab_path or f"{self.vocab_size} tokens"
         return f"WordPieceTokenizer({source}, lower_case={self.lower_case})"

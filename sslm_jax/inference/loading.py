@@ -80,14 +80,15 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
 
 
 def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
-    from sslm_jax.data import tokenizer as tokenizer_lib
+    from sslm_jax.data import tokenizers
 
     run_config = layout.load_config(step_dir)
     family, head = registry.get(run_config.model.family), run_config.model.head
     if head not in family.heads:
         raise CheckpointError(f"{step_dir}: its config records model.head={head!r}, none of {', '.join(family.heads)}")
-    vocab_path = pathlib.Path(os.fspath(layout.vocab_file(step_dir)))
-    tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=run_config.data.lower_case)
+    kind = tokenizers.get(run_config.data.tokenizer)
+    vocab_path = pathlib.Path(os.fspath(layout.vocab_dir(step_dir))) / kind.files[0]
+    tok = kind.load(vocab_path, run_config.data)
     model_config = family.config_for(run_config.model, tok.vocab_size)
     label_names: tuple[str, ...] = ()
     num_labels = 2

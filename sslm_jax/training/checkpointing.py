@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -32,7 +32,7 @@ from absl import logging
 from etils import epath
 
 from sslm_jax.checkpoints import layout
-from sslm_jax.checkpoints.layout import CONFIG_ITEM, DATA_ITEM, STATE_ITEM, VOCAB_FILE, VOCAB_ITEM
+from sslm_jax.checkpoints.layout import CONFIG_ITEM, DATA_ITEM, STATE_ITEM, VOCAB_ITEM
 from sslm_jax.checkpoints.transplant import load_params, resolve_init_from
 from sslm_jax.errors import CheckpointError, ConfigError
 from sslm_jax.models import registry
@@ -119,7 +119,7 @@ def save_checkpoint(
         CONFIG_ITEM: ocp.args.JsonSave(json.loads(config.to_json_best_effort(sort_keys=True))),
     }
     if vocab_path is not None:
-        items[VOCAB_ITEM] = layout.VocabSave(os.fspath(vocab_path))
+        items[VOCAB_ITEM] = layout.VocabSave(layout.tokenizer_files(vocab_path))
     if data_iterator is not None:
         items[DATA_ITEM] = layout.DataSave(data_iterator)
     saved = manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -149,15 +149,19 @@ def _check_same_model(checkpoint_dir: epath.Path, config: ml_collections.ConfigD
             )
 
 
-def _check_same_vocab(vocab_path, saved_vocab: epath.Path, source: epath.Path) -> None:
-    """CheckpointError if the run's vocabulary lists other tokens than the one `source` was trained with."""
-    if vocab_path is None or not saved_vocab.exists():
+def _check_same_vocab(vocab_path, saved_dir: epath.Path, source: epath.Path) -> None:
+    """CheckpointError if the run's tokenizer files (`vocab_path`: a file, or a tokenizer's `files` mapping) list
+    other tokens than the ones `source` was trained with (the same-named files in `saved_dir`)."""
+    if vocab_path is None:
         return
-    if epath.Path(vocab_path).read_text().splitlines() != saved_vocab.read_text().splitlines():
-        raise CheckpointError(
-            f"vocabulary {vocab_path} is not {saved_vocab}, the one {source} was trained with: set "
-            f"data.vocab_path={saved_vocab} (or use another workdir)"
-        )
+    for name, path in layout.tokenizer_files(vocab_path).items():
+        saved = saved_dir / name
+        if saved.exists() and epath.Path(path).read_text().splitlines() != saved.read_text().splitlines():
+            shown = path if isinstance(vocab_path, Mapping) else vocab_path
+            raise CheckpointError(
+                f"vocabulary {shown} is not {saved}, the one {source} was trained with: set "
+                f"data.vocab_path={saved} (or use another workdir)"
+            )
 
 
 def _check_fits(checkpoint_dir: epath.Path, abstract_state) -> None:
@@ -216,7 +220,7 @@ def restore_or_init(
         preempted fine-tuning run continues from its own checkpoint.
       config: this run's config (with `model.vocab_size` resolved); compared with the checkpoint's before restoring.
       data_iterator: restored to its saved position when resuming; None leaves the data position out.
-      vocab_path: this run's vocabulary file, compared with the one saved with the checkpoint (or the Hugging Face
+      vocab_path: this run's vocabulary file (or its tokenizer's `files` mapping), compared with the one saved with the checkpoint (or the Hugging Face
         directory's vocab.txt): a different token list would silently scramble the embeddings. None skips the check.
 
     Returns:
@@ -231,7 +235,7 @@ def restore_or_init(
     if step is not None:
         checkpoint_dir = manager.directory / str(step)
         _check_same_model(checkpoint_dir, config)
-        _check_same_vocab(vocab_path, checkpoint_dir / VOCAB_ITEM / VOCAB_FILE, checkpoint_dir)
+        _check_same_vocab(vocab_path, checkpoint_dir / VOCAB_ITEM, checkpoint_dir)
         _check_fits(checkpoint_dir, abstract_state)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}
         if data_iterator is not None:
@@ -245,8 +249,7 @@ def restore_or_init(
     if init_from:
         # Fail on a bad path or vocabulary before the (possibly long) initialisation.
         kind, source = resolve_init_from(init_from)
-        source_vocab = source / VOCAB_ITEM / VOCAB_FILE if kind == "sslm" else source / VOCAB_FILE
-        _check_same_vocab(vocab_path, source_vocab, source)
+        _check_same_vocab(vocab_path, source / VOCAB_ITEM if kind == "sslm" else source, source)
         state = init_fn()
         loaded = load_params(init_from, params=state.params)
         return state.replace(params=loaded.params), 0, "init_from"

@@ -56,9 +56,10 @@ def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
         raise CheckpointError(f"{path} holds no checkpoint: give a training run's workdir (with checkpoints/<step>)")
     config = layout.load_config(step_dir)
     spec = validation.validate(config)
-    from sslm_jax.data import tokenizer as tokenizer_lib  # TensorFlow: imported once the checkpoint is found
+    from sslm_jax.data import tokenizers  # TensorFlow: imported once the checkpoint is found
 
-    tok = tokenizer_lib.load_tokenizer(layout.vocab_file(step_dir), lower_case=config.data.lower_case)
+    kind = tokenizers.get(config.data.tokenizer)
+    tok = kind.load(layout.vocab_dir(step_dir) / kind.files[0], config.data)
     task = spec.build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     if task.eval_data is None:
         raise ConfigError(f"{step_dir}: the run's task has no eval split")

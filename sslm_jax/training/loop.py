@@ -64,10 +64,10 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     manager = checkpointing.create_manager(workdir, config=config)
 
     from sslm_jax.data import pretraining as pipeline
-    from sslm_jax.data import tokenizer as tokenizer_lib
+    from sslm_jax.data import tokenizers
 
     vocab_path = prepare_vocab(config, workdir)
-    tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=config.data.lower_case)
+    tok = tokenizers.load(config.data, vocab_path)
     task = spec.build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     with config.unlocked():
         config.update_from_flattened_dict(dict(task.metadata))  # saved with checkpoints (vocab size, labels, ...)
@@ -84,7 +84,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         init_from=config.init_from,
         config=config,
         data_iterator=train_iter,
-        vocab_path=vocab_path,
+        vocab_path=tok.files,
     )
     logging.info("Start: %s at step %d.", how, start_step)
     eval_data = task.eval_data() if task.eval_data is not None else None
@@ -97,7 +97,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
             step,
             state=runner.to_host_state(state),
             config=config,
-            vocab_path=vocab_path,
+            vocab_path=tok.files,
             data_iterator=train_iter,
             force=force,
         )

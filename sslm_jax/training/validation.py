@@ -3,7 +3,8 @@
     spec = validate(config)      # ConfigError (one line naming the field) on the first bad setting
 
 Sections: the run itself (steps, batch, parallelism and mesh, checkpoint intervals), the optimizer, the model
-(its family builds a model config from `config.model`) and the task's data settings (`TaskSpec.validate`). Checks
+(its family builds a model config from `config.model`), the tokenizer kind and the task's data settings
+(`TaskSpec.validate`). Checks
 that need data (a label set, a vocabulary) run when the task is built, still before anything is trained.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import jax
 
 from sslm_jax import tasks
+from sslm_jax.data import tokenizers
 from sslm_jax.errors import ConfigError
 from sslm_jax.models import registry
 from sslm_jax.training import checkpointing, optim, partitioning
@@ -24,6 +26,7 @@ def validate(config) -> tasks.TaskSpec:
     validate_run(config)
     optim.make_optimizer(config)  # building the optimizer is its validation (schedule, rates, clipping)
     validate_model(config)
+    tokenizers.get(config.data.tokenizer)
     spec.validate(config)
     return spec
 

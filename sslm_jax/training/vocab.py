@@ -1,9 +1,10 @@
-"""The vocabulary a run uses, by one rule, decided before any data is read for training.
+"""The tokenizer a run uses, by one rule, decided before any data is read for training.
 
-    vocab_path = prepare_vocab(config, workdir)
+    vocab_path = prepare_vocab(config, workdir)          # the first file of the tokenizer (vocab.txt, vocab.json)
+    tok = tokenizers.load(config.data, vocab_path)
 
-`data.vocab_path` → the `init_from` checkpoint's → one trained earlier in this workdir → a new one trained on the
-training corpus (process 0 trains, the others wait).
+`data.vocab_path` → the `init_from` checkpoint's → one trained earlier in this workdir → a new one of kind
+`data.tokenizer` trained on the training corpus (process 0 trains, the others wait).
 """
 
 from __future__ import annotations
@@ -21,36 +22,33 @@ from sslm_jax.errors import ConfigError
 
 def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
     """The vocabulary file of the run `config` in `workdir` (see the module docstring)."""
-    from sslm_jax.data import sources, tokenizer
+    from sslm_jax.data import sources, tokenizers
 
+    kind = tokenizers.get(config.data.tokenizer)
     if config.data.vocab_path:
         path = pathlib.Path(config.data.vocab_path)
         if not path.is_file():
             raise ConfigError(f"config.data.vocab_path={path} does not exist")
         return path
     if config.init_from:
-        return init_from_vocab(config.init_from)
-    path = workdir / layout.VOCAB_FILE
+        return init_from_vocab(config.init_from, kind.files[0])
+    path = workdir / kind.files[0]
     if not path.exists():
         if jax.process_index() == 0:
-            logging.info("Training a %d-token WordPiece vocabulary into %s.", config.data.vocab_size, path)
-            docs = sources.documents(config.data, split="train")
-            tokenizer.train_wordpiece(
-                docs, vocab_size=config.data.vocab_size, out_dir=workdir, lower_case=config.data.lower_case
-            )
+            logging.info("Training a %d-token %s vocabulary into %s.", config.data.vocab_size, kind.name, workdir)
+            kind.train(sources.documents(config.data, split="train"), config.data, workdir)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("sslm vocabulary trained")
     return path
 
 
-def init_from_vocab(init_from: str) -> pathlib.Path:
-    """The vocabulary an `init_from` source was trained with: its checkpoint's, or a Hugging Face vocab.txt."""
+def init_from_vocab(init_from: str, name: str = layout.VOCAB_FILE) -> pathlib.Path:
+    """The vocabulary file `name` an `init_from` source was trained with: its checkpoint's, or a Hugging Face
+    directory's."""
     step_dir = layout.latest_checkpoint(init_from)
-    if step_dir is not None:
-        return pathlib.Path(os.fspath(layout.vocab_file(step_dir)))
-    path = pathlib.Path(init_from) / layout.VOCAB_FILE
-    if path.is_file():
-        return path
+    folder = pathlib.Path(os.fspath(layout.vocab_dir(step_dir))) if step_dir is not None else pathlib.Path(init_from)
+    if (folder / name).is_file():
+        return folder / name
     raise ConfigError(
-        f"init_from={init_from} has no vocabulary (vocab.txt): set config.data.vocab_path to the one it was trained with"
+        f"init_from={init_from} has no vocabulary ({name}): set config.data.vocab_path to the one it was trained with"
     )

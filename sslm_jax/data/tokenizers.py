@@ -1,0 +1,66 @@
+"""Tokenizer kinds by name (`config.data.tokenizer`): how each is trained, which files it is, how it loads.
+
+    kind = get("wordpiece")
+    path = kind.train(documents, data_config, out_dir)   # writes kind.files into out_dir; returns the first
+    tok = kind.load(path, data_config)                    # tok.tokenize(strings) -> ragged ids; tok.files
+
+Every loaded tokenizer offers `tokenize`, `vocab_size`, `pad_id` and `files` ({name: path}, what a checkpoint copies).
+A new kind is a module that builds a `TokenizerKind` and one line in BUILTIN.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import os
+import pathlib
+from typing import Any, Callable
+
+from sslm_jax.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerKind:
+    """Attributes:
+    name: the `config.data.tokenizer` value.
+    files: the file names of a trained tokenizer, in one folder; the first is the one `data.vocab_path` names.
+    train: (documents, data_config, out_dir) -> the path of the first file, after writing all of them.
+    load: (path of the first file, data_config) -> the tokenizer.
+    """
+
+    name: str
+    files: tuple[str, ...]
+    train: Callable[[Any, Any, pathlib.Path], pathlib.Path]
+    load: Callable[[os.PathLike, Any], Any]
+
+
+def _train_wordpiece(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
+    from sslm_jax.data import tokenizer
+
+    return tokenizer.train_wordpiece(
+        documents, vocab_size=data_config.vocab_size, out_dir=out_dir, lower_case=data_config.lower_case
+    )
+
+
+def _load_wordpiece(path, data_config):
+    from sslm_jax.data import tokenizer
+
+    return tokenizer.load_tokenizer(path, lower_case=data_config.lower_case)
+
+
+WORDPIECE = TokenizerKind("wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece)
+
+# kind name -> "module:attribute" of its TokenizerKind (imported on first use).
+BUILTIN = {"wordpiece": "sslm_jax.data.tokenizers:WORDPIECE"}
+
+
+def get(name: str) -> TokenizerKind:
+    if name not in BUILTIN:
+        raise ConfigError(f"config.data.tokenizer={name!r} is unknown; use one of {', '.join(BUILTIN)}")
+    module, attribute = BUILTIN[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def load(data_config, path: os.PathLike):
+    """The tokenizer of kind `data_config.tokenizer` whose first file is `path`."""
+    return get(data_config.tokenizer).load(path, data_config)
