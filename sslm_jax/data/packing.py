@@ -10,7 +10,8 @@ The three steps, each usable eagerly or inside `tf.data`:
     document_stream  ragged [G, (pieces)] -> the group's token stream with [SEP]s and document-start flags
     cut_stream       (carry, stream) -> full chunks [n, C] (+ the partial rest when flushing) and the new carry
     packed_rows      chunks [n, C] -> rows: input_ids / token_type_ids / segment_ids [n, L], nsp_label [n]
-`pack_dataset` chains them over a dataset of document streams with `tf.data.Dataset.scan` (checkpointable state).
+`pack_dataset` chains them over a dataset of document streams with `tf.data.Dataset.scan` (checkpointable state);
+`chunk_dataset` is its first half, which the causal-LM rows (causal_lm.py) share.
 """
 
 from __future__ import annotations
@@ -104,11 +105,24 @@ def pack_dataset(
 
     Groups (n >= 0 rows each) rather than single rows, so that per-row work can still be done batched before
     the caller's `unbatch()`.
+    """
+    chunks = chunk_dataset(streams, chunk=max_seq_len - 2, finite=finite)
+    return chunks.map(
+        lambda ids, starts, lengths: packed_rows(
+            ids, starts, lengths, max_seq_len=max_seq_len, cls_id=cls_id, sep_id=sep_id
+        ),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def chunk_dataset(streams: tf.data.Dataset, *, chunk: int, finite: bool) -> tf.data.Dataset:
+    """Dataset of (ids [T], starts [T]) streams -> dataset of `cut_stream` chunks (ids, starts [n, chunk], lengths).
+
     The carry between elements lives in `Dataset.scan`'s state, which tf.data checkpoints with the iterator.
-    `finite=True` flushes the last partial row at the end (evaluation sees every token); an infinite training
+    `finite=True` flushes the last partial chunk at the end (evaluation sees every token); an infinite training
     stream never ends, so nothing is left behind there either.
     """
-    chunk = max_seq_len - 2
     flagged = streams.map(lambda ids, starts: (ids, starts, False))
     if finite:
         flagged = flagged.concatenate(
@@ -121,12 +135,4 @@ def pack_dataset(
         return carry, cut
 
     initial = (tf.zeros([0], tf.int32), tf.zeros([0], tf.bool))
-    chunks = flagged.scan(initial, step)
-    rows = chunks.map(
-        lambda ids, starts, lengths: packed_rows(
-            ids, starts, lengths, max_seq_len=max_seq_len, cls_id=cls_id, sep_id=sep_id
-        ),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=True,
-    )
-    return rows
+    return flagged.scan(initial, step)

@@ -168,7 +168,7 @@ def pretraining_dataset(
     docs = documents
     if train:
         docs = docs.shuffle(
-            DOCUMENT_SHUFFLE_BUFFER, seed=_shuffle_seed(seed, process_index, _DOC_SHUFFLE), reshuffle_each_iteration=True
+            DOCUMENT_SHUFFLE_BUFFER, seed=shuffle_seed(seed, process_index, _DOC_SHUFFLE), reshuffle_each_iteration=True
         ).repeat()
     groups = docs.batch(DOCUMENTS_PER_GROUP)
     if objective == "mlm":
@@ -201,10 +201,10 @@ def pretraining_dataset(
     compact, expand = _compact_codec(vocab_size=tokenizer.vocab_size, max_seq_len=max_seq_len)
     rows = row_groups.map(compact).unbatch()
     if train:
-        rows = rows.shuffle(shuffle_buffer, seed=_shuffle_seed(seed, process_index, _ROW_SHUFFLE))
+        rows = rows.shuffle(shuffle_buffer, seed=shuffle_seed(seed, process_index, _ROW_SHUFFLE))
         batches = rows.batch(per_host_batch, drop_remainder=True)
     else:
-        batches = rows.batch(per_host_batch).map(lambda b: _pad_rows(b, per_host_batch))
+        batches = rows.batch(per_host_batch).map(lambda b: pad_rows(b, per_host_batch))
 
     masker = masking.Masker.from_tokenizer(
         tokenizer, rate=mask_rate, max_predictions=max_predictions_per_seq, whole_word=whole_word_masking
@@ -252,7 +252,7 @@ def finish_batch(rows: dict[str, tf.Tensor], *, masker: masking.Masker, seed: tf
     }
 
 
-def _pad_rows(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
+def pad_rows(batch: dict[str, tf.Tensor], size: int) -> dict[str, tf.Tensor]:
     """Pads every field's leading (row) axis with zeros up to `size` rows: empty rows that carry no weight."""
 
     def pad(x):
@@ -281,7 +281,7 @@ def _compact_codec(*, vocab_size: int, max_seq_len: int):
     return compact, expand
 
 
-def _shuffle_seed(seed: int, process_index: int, stream: int) -> int:
+def shuffle_seed(seed: int, process_index: int, stream: int) -> int:
     """A distinct, reproducible int64 seed per (seed, process, stream) for `Dataset.shuffle`."""
     return (seed * 1_000_003 + process_index * 10_007 + stream) % (1 << 63)
 

@@ -328,6 +328,11 @@ class WordPieceTokenizer:
         )
 
     @property
+    def eot_id(self) -> int:
+        """The id that ends a document in a causal-LM token stream: [SEP], as between packed MLM documents."""
+        return self.sep_id
+
+    @property
     def files(self) -> dict[str, pathlib.Path]:
         """{name: path} of the files a checkpoint keeps with the model: {"vocab.txt": vocab_path}."""
         if self.vocab_path is None:

@@ -15,6 +15,7 @@ from sslm_jax.tasks.base import PER_EXAMPLE, Task, TaskSpec, names, register, re
 BUILTIN = {
     "pretrain": "sslm_jax.tasks.pretraining",
     "classify": "sslm_jax.tasks.classification",
+    "causal_lm": "sslm_jax.tasks.causal_lm",
 }
 
 
