@@ -16,6 +16,7 @@ BUILTIN = {
     "pretrain": "sslm_jax.tasks.pretraining",
     "classify": "sslm_jax.tasks.classification",
     "causal_lm": "sslm_jax.tasks.causal_lm",
+    "causal_sft": "sslm_jax.tasks.causal_sft",
 }
 
 

@@ -1,0 +1,79 @@
+"""Prompt -> response rows: the loss covers the response only, nothing is split silently, bad rows are one line."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from configs import base
+from sslm_jax.data import causal_sft
+from sslm_jax.data.pretraining import PipelineIterator
+from sslm_jax.errors import DataError
+
+
+class ToyTokenizer:
+    """Word "wK" -> id K; end-of-text 2."""
+
+    eot_id = 2
+
+    def tokenize(self, strings):
+        words = tf.strings.split(strings)
+        return tf.strings.to_number(tf.strings.substr(words, 1, 9), tf.int32)
+
+
+def test_encode_keeps_the_response_whole_and_cuts_old_prompt_tokens():
+    rows, stats = causal_sft.encode(
+        [("w5 w6 w7 w8", "w9"), ("w3", "w10 w11 w12 w13 w14 w15"), ("", "w4")], ToyTokenizer(), max_seq_len=5
+    )
+    assert rows["input_ids"].tolist() == [[6, 7, 8, 9, 2], [2, 4, 2, 0, 0]]
+    assert rows["attention_mask"].tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]
+    assert rows["loss_weights"].tolist() == [[0, 0, 0, 1, 1], [0, 1, 1, 0, 0]]
+    assert stats == causal_sft.SftStats(examples=2, dropped=1, prompts_cut=1)
+
+
+def _config(tmp_path, rows, **overrides):
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = base.get_config().data
+    c.train_files, c.format, c.text_field, c.eval_fraction = str(path), "jsonl", "prompt,response", 0.25
+    c.update(overrides)
+    return c
+
+
+def test_a_row_without_response_is_one_line(tmp_path):
+    config = _config(tmp_path, [{"prompt": "w1", "response": "w2"}, {"prompt": "w3"}])
+    with pytest.raises(DataError, match=r"train.jsonl:2 has no text field 'response'"):
+        causal_sft.split_pairs(config, "train")
+
+
+def test_held_out_split_is_fixed_and_disjoint(tmp_path):
+    rows = [{"prompt": f"w{i}", "response": f"w{i + 100}"} for i in range(20)]
+    config = _config(tmp_path, rows)
+    train, held = causal_sft.split_pairs(config, "train"), causal_sft.split_pairs(config, "eval")
+    assert len(held) == 5 and not set(train) & set(held) and len(train) + len(held) == 20
+    config.seed = 9
+    assert causal_sft.split_pairs(config, "eval") == held
+
+
+def test_batches_resume_exactly_and_eval_pads(tmp_path):
+    rows = [{"prompt": f"w{i} w{i + 1}", "response": f"w{i + 200}"} for i in range(30)]
+    config = _config(tmp_path, rows)
+    make = lambda split: causal_sft.create_dataset(  # noqa: E731
+        config, ToyTokenizer(), split=split, per_host_batch=4, seed=0, max_seq_len=8
+    )[0]
+    reference = PipelineIterator(make("train"))
+    expected = [next(reference) for _ in range(9)]
+    it = PipelineIterator(make("train"))
+    for _ in range(4):
+        next(it)
+    it.save(tmp_path / "pos")
+    resumed = PipelineIterator(make("train"))
+    resumed.restore(tmp_path / "pos")
+    for want in expected[4:]:
+        got = next(resumed)
+        assert all(np.array_equal(got[k], want[k]) for k in want)
+    eval_batches = list(PipelineIterator(make("eval")))
+    real = sum(int(b["attention_mask"][:, 0].sum()) for b in eval_batches)
+    assert real == 8 and eval_batches[-1]["input_ids"].shape == (4, 8)
+    assert set(eval_batches[0]) == {"input_ids", "attention_mask", "segment_ids", "position_ids", "loss_weights"}
