@@ -31,8 +31,6 @@ import math
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,6 +39,7 @@ import jax
 import numpy as np
 
 from sslm_jax.errors import CheckpointError
+from sslm_jax.interop import safetensors_io
 from sslm_jax.models import bert
 
 HEADS = ("pretraining", "masked_lm", "classification", "encoder")
@@ -59,8 +58,8 @@ _EXPORTABLE = {
 }
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
+CONFIG_FILE = safetensors_io.CONFIG_FILE
+SAFETENSORS_FILE = safetensors_io.SAFETENSORS_FILE
 PICKLE_FILE = "pytorch_model.bin"
 
 # Our module path (joined with "/") -> Hugging Face module path. Leaves: kernel/scale/embedding -> weight.
@@ -219,7 +218,7 @@ def load_checkpoint(
     directory = pathlib.Path(path)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
-    hf_config = _read_config(directory / CONFIG_FILE)
+    hf_config = safetensors_io.read_config(directory / CONFIG_FILE, model_type="bert")
     config = _bert_config(hf_config, directory / CONFIG_FILE)
     weights_file, tensors = _read_weights(directory, allow_pickle=allow_pickle)
     tensors = _canonical_names(tensors, weights_file)
@@ -242,20 +241,6 @@ def load_checkpoint(
 
     params = _convert(config, head, num_labels or 2, tensors, weights_file, init_heads=init_heads, seed=seed)
     return config, params
-
-
-def _read_config(file: pathlib.Path) -> dict[str, Any]:
-    if not file.is_file():
-        raise CheckpointError(f"{file}: missing; a Hugging Face checkpoint directory needs config.json")
-    try:
-        d = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from None
-    if not isinstance(d, dict):
-        raise CheckpointError(f"{file}: expected a JSON object, found {type(d).__name__}")
-    if d.get("model_type") != "bert":
-        raise CheckpointError(f"{file}: model_type={d.get('model_type')!r}; only 'bert' checkpoints can be loaded")
-    return d
 
 
 def _bert_config(d: dict[str, Any], file: pathlib.Path) -> bert.BertConfig:
@@ -283,9 +268,8 @@ def _config_num_labels(d: dict[str, Any]) -> int | None:
 
 def _read_weights(directory: pathlib.Path, *, allow_pickle: bool) -> tuple[pathlib.Path, dict[str, np.ndarray]]:
     """(the file named in errors, name -> array) from safetensors (preferred) or, if allowed, a torch pickle."""
-    for single, reader in ((SAFETENSORS_FILE, _read_safetensors), (PICKLE_FILE, _read_pickle)):
-        index = directory / f"{single}.index.json"
-        files = [directory / single] if (directory / single).is_file() else _index_files(index)
+    for single, reader in ((SAFETENSORS_FILE, safetensors_io.read_safetensors), (PICKLE_FILE, _read_pickle)):
+        files = safetensors_io.weight_files(directory, single)
         if not files:
             continue
         if reader is _read_pickle and not allow_pickle:
@@ -296,40 +280,8 @@ def _read_weights(directory: pathlib.Path, *, allow_pickle: bool) -> tuple[pathl
         tensors: dict[str, np.ndarray] = {}
         for file in files:
             tensors.update(reader(file))
-        return (files[0] if len(files) == 1 else index), tensors
+        return (files[0] if len(files) == 1 else directory / f"{single}.index.json"), tensors
     raise CheckpointError(f"{directory}: no {SAFETENSORS_FILE} (or {PICKLE_FILE}) next to config.json")
-
-
-def _index_files(index: pathlib.Path) -> list[pathlib.Path]:
-    if not index.is_file():
-        return []
-    try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-        files = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{index}: not a shard index with a 'weight_map' ({e})") from None
-    missing = [f for f in files if not (index.parent / f).is_file()]
-    if missing:
-        raise CheckpointError(f"{index}: lists shard(s) that do not exist: {', '.join(missing)}")
-    return [index.parent / f for f in files]
-
-
-def _read_safetensors(file: pathlib.Path) -> dict[str, np.ndarray]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        tensors = {}
-        with safe_open(file, framework="numpy") as f:
-            bf16 = [k for k in f.keys() if f.get_slice(k).get_dtype() == "BF16"]
-            tensors.update({k: f.get_tensor(k) for k in f.keys() if k not in bf16})
-        if bf16:
-            # numpy has no bfloat16 of its own, so safetensors' numpy reader refuses it; read those through jax,
-            # on the host so a large checkpoint does not land on accelerator 0.
-            with jax.default_device(jax.devices("cpu")[0]), safe_open(file, framework="flax") as f:
-                tensors.update({k: np.asarray(f.get_tensor(k), np.float32) for k in bf16})
-        return tensors
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{file}: unreadable or truncated safetensors file ({e})") from None
 
 
 def _read_pickle(file: pathlib.Path) -> dict[str, np.ndarray]:
@@ -466,28 +418,14 @@ def save_checkpoint(
     tensors = _export_tensors(config, params, own_head, head, num_labels)
     hf_config = _export_config(config, head, num_labels, id2label)
     vocab = _read_vocab(vocab_file, config) if vocab_file is not None else None
-    if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path}: exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CheckpointError(f"{path}: directory exists and is not empty; pass overwrite=True to replace it")
-
-    from safetensors.numpy import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    with safetensors_io.atomic_directory(path, overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
-        # transformers checks the "format" metadata to know the tensors are in torch layout.
-        save_file(tensors, str(tmp / SAFETENSORS_FILE), metadata={"format": "pt"})
+        safetensors_io.write_safetensors(tmp / SAFETENSORS_FILE, tensors)
         if vocab is not None:
             (tmp / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
             (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(config, do_lower_case), indent=2))
             specials = {f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS}
             (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -576,19 +514,3 @@ def _tokenizer_config(config: bert.BertConfig, do_lower_case: bool) -> dict[str,
         "model_max_length": config.max_position_embeddings,
         **{f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS},
     }
-
-
-def _replace_dir(tmp: pathlib.Path, path: pathlib.Path) -> None:
-    """Move the finished `tmp` to `path`; an existing directory is moved aside first and removed last."""
-    if not path.exists():
-        tmp.rename(path)
-        return
-    old = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
-    old.rmdir()
-    path.rename(old)
-    try:
-        tmp.rename(path)
-    except BaseException:
-        old.rename(path)
-        raise
-    shutil.rmtree(old)

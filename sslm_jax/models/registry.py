@@ -67,6 +67,7 @@ class ModelFamily:
 # family name -> the module that defines its FAMILY (imported on first use).
 BUILTIN = {
     "bert": "sslm_jax.models.bert",
+    "gpt": "sslm_jax.models.gpt",
 }
 _FAMILIES: dict[str, ModelFamily] = {}
 
