@@ -22,6 +22,7 @@ from absl import logging
 from etils import epath
 from flax import traverse_util
 
+from sslm_jax import interop
 from sslm_jax.checkpoints import layout
 from sslm_jax.errors import CheckpointError
 from sslm_jax.models import registry
@@ -200,8 +201,8 @@ def _sslm_source(step_dir: epath.Path, family: registry.ModelFamily):
 
 def _huggingface_source(directory: epath.Path, family: registry.ModelFamily):
     # Imported here: the interop module reads safetensors/PyTorch files, which resuming never needs.
-    huggingface = importlib.import_module("sslm_jax.interop.huggingface")
-    _, hf_params = huggingface.load_checkpoint(os.fspath(directory))
+    converter = importlib.import_module(interop.HF_MODULES[family.hf_model_type])
+    _, hf_params = converter.load_checkpoint(os.fspath(directory))
     flat = traverse_util.flatten_dict(_with_backbone_level(hf_params, family))
 
     def load(like: dict) -> dict:
