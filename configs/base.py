@@ -13,13 +13,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
     # --- What to train -----------------------------------------------------------------------------------
-    # A registered task (sslm_jax.tasks): "pretrain" (MLM [+ NSP/SOP]) or "classify" (fine-tuning; configs/glue.py).
+    # A registered task (sslm_jax.tasks): "pretrain" (MLM [+ NSP/SOP]), "classify" (fine-tuning; configs/glue.py),
+    # "causal_lm" (next-token pretraining; configs/gpt_demo.py), "causal_sft" (prompt -> response; causal_sft.py).
     c.task = "pretrain"
     c.seed = 0  # Seeds parameter init, dropout and the data pipeline (shuffling and masking).
 
     # --- Model ---------------------------------------------------------------------------------------------
     c.model = ml_collections.ConfigDict()
-    c.model.family = "bert"  # a registered model family (sslm_jax.models.registry): "bert".
+    c.model.family = "bert"  # a registered model family (sslm_jax.models.registry): "bert" | "gpt".
     c.model.head = ""  # set by the task ("pretraining", "classification", ...) and saved with checkpoints.
     c.model.size = "tiny"  # tiny | mini | small | medium | base | large (sslm_jax.models.bert.SIZES).
     c.model.vocab_size = 0  # 0: take it from the vocabulary file.
@@ -96,4 +97,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.log_every_steps = 50
     c.peak_tflops_per_device = 0.0  # for the MFU estimate; 0 looks the device kind up (TPUs, recent NVIDIA GPUs).
     c.fill_mask_examples = ()  # sentences with [MASK] whose top predictions are logged at the end.
+    c.sample_prompts = ()  # causal LMs: prompts whose sampled continuations are printed at the end.
+    c.sample_max_new_tokens = 32  # tokens generated per sample prompt.
     return c
