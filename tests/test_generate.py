@@ -184,9 +184,9 @@ def test_eos_stops_its_row_while_the_others_continue():
     greedy = np.asarray(_generate(max_new_tokens=8).tokens)
     # An id row 0 emits at some step < 7 and rows 1, 2 never emit.
     eos, step = next((t, j) for j, t in enumerate(greedy[0, :7]) if t not in greedy[1:])
-    out = _generate(max_new_tokens=8, eos_id=int(eos), pad_id=-1)
+    out = _generate(max_new_tokens=8, eos_id=int(eos), pad_id=1000)  # a pad outside the vocabulary: never fed
     expected = greedy.copy()
-    expected[0, step + 1 :] = -1
+    expected[0, step + 1 :] = 1000
     np.testing.assert_array_equal(out.tokens, expected)
     np.testing.assert_array_equal(out.lengths, [step + 1, 8, 8])
 
@@ -219,10 +219,10 @@ def test_the_loop_ends_as_soon_as_every_row_has_stopped():
     same = np.repeat(PROMPT[1:2], 3, axis=0)
     first = int(_generate(model, prompt=same, prompt_lengths=[9, 9, 9], max_new_tokens=8).tokens[0, 0])
     CALLS.clear()
-    out = _generate(model, prompt=same, prompt_lengths=[9, 9, 9], max_new_tokens=8, eos_id=first, pad_id=-1)
+    out = _generate(model, prompt=same, prompt_lengths=[9, 9, 9], max_new_tokens=8, eos_id=first, pad_id=VOCAB + 9)
     jax.effects_barrier()
     np.testing.assert_array_equal(out.lengths, [1, 1, 1])
-    assert (np.asarray(out.tokens)[:, 1:] == -1).all() and len(CALLS) == 2
+    assert (np.asarray(out.tokens)[:, 1:] == VOCAB + 9).all() and len(CALLS) == 2
 
 
 # --- Compilation ---------------------------------------------------------------------------------------------------

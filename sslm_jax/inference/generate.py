@@ -239,7 +239,7 @@ def generate(
       temperature: <= 0 is greedy; otherwise logits are divided by it before top-k / top-p and sampling.
       top_k: keep the k best tokens (0: all). top_p: keep the nucleus of this mass, in (0, 1] (1: all).
       eos_id: the token that ends a row (counted in its length); None never stops early.
-      pad_id: what fills a row after its EOS.
+      pad_id: what fills a row after its EOS (any int; it never reaches the model).
       context_length: the model's maximum positions; None reads `model.config` (see `model_context`).
 
     Returns:
@@ -269,9 +269,10 @@ def generate(
             "shorten the prompt or ask for fewer new tokens"
         )
     bucket = bucket_length(longest, context=context)
-    padded = np.full((batch, bucket), pad_id, np.int32)
+    # The prompt's padding is id 0, never pad_id: an id outside the vocabulary would embed as NaN in unread slots.
+    padded = np.zeros((batch, bucket), np.int32)
     keep = min(width, bucket)
-    padded[:, :keep] = np.where(np.arange(keep)[None, :] < lengths[:, None], prompt_ids[:, :keep], pad_id)
+    padded[:, :keep] = np.where(np.arange(keep)[None, :] < lengths[:, None], prompt_ids[:, :keep], 0)
     fn = compiled_generate(
         model,
         init_cache=init_cache,
