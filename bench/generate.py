@@ -82,7 +82,7 @@ class _GPT2LM(nn.Module):
 
 
 def _from_hf(hf_config, state_dict) -> tuple[_GPT2LM, dict]:
-    """Our model and params from a transformers GPT2LMHeadModel's config and state dict (Conv1D weights are [in, out])."""
+    """Our model and params from a transformers GPT2LMHeadModel's config and state dict (Conv1D: [in, out])."""
     e, n = hf_config.n_embd, hf_config.n_head
     d = e // n
     stack = transformer.TransformerConfig(
@@ -102,7 +102,10 @@ def _from_hf(hf_config, state_dict) -> tuple[_GPT2LM, dict]:
             name: {"kernel": w.reshape(e, n, d), "bias": b.reshape(n, d)}
             for name, w, b in zip(("query", "key", "value"), qkv_w, qkv_b)
         }
-        attention["output"] = {"kernel": sd[f"{h}.attn.c_proj.weight"].reshape(n, d, e), "bias": sd[f"{h}.attn.c_proj.bias"]}
+        attention["output"] = {
+            "kernel": sd[f"{h}.attn.c_proj.weight"].reshape(n, d, e),
+            "bias": sd[f"{h}.attn.c_proj.bias"],
+        }
         decoder[f"layer_{i}"] = {
             "attention": attention,
             "attention_layer_norm": ln(f"{h}.ln_1"),
@@ -110,7 +113,10 @@ def _from_hf(hf_config, state_dict) -> tuple[_GPT2LM, dict]:
             "intermediate": {"kernel": sd[f"{h}.mlp.c_fc.weight"], "bias": sd[f"{h}.mlp.c_fc.bias"]},
             "output": {"kernel": sd[f"{h}.mlp.c_proj.weight"], "bias": sd[f"{h}.mlp.c_proj.bias"]},
         }
-    embeddings = {"word_embeddings": {"embedding": sd["wte.weight"]}, "position_embeddings": {"embedding": sd["wpe.weight"]}}
+    embeddings = {
+        "word_embeddings": {"embedding": sd["wte.weight"]},
+        "position_embeddings": {"embedding": sd["wpe.weight"]},
+    }
     params = {"embeddings": embeddings, "decoder": decoder}
     model = _GPT2LM(config)
     expected = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 4), jnp.int32))["params"], jax.random.key(0))
@@ -172,7 +178,7 @@ def main():
 
     torch.set_num_threads(args.threads)
     if args.smoke:
-        shape = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=999, eos_token_id=999)
+        shape = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=0, eos_token_id=0)
         args.prompt, args.new, args.reps = 8, 8, 1
     else:
         shape = dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)
