@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pathlib
 import sys
 
 from absl import app, flags
@@ -28,7 +29,10 @@ def command(name: str, help_text: str):
 
 
 # --- train-tokenizer ---------------------------------------------------------------------------------------
-flags.DEFINE_string("input", None, "train-tokenizer: glob(s) of text files (comma-separated); predict: the file.")
+flags.DEFINE_string(
+    "input", None, "train-tokenizer: glob(s) of text files (comma-separated); predict: the file; generate: prompts, "
+    "one per line (\\n for a newline) or a .jsonl file's \"prompt\" fields."
+)
 flags.DEFINE_integer("vocab-size", 8192, "train-tokenizer: vocabulary size, special tokens included.")
 flags.DEFINE_string("out", None, "train-tokenizer / export-hf: output directory.")
 flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT).")
@@ -48,7 +52,14 @@ flags.DEFINE_string("workdir", None, "pretrain / finetune / eval / predict / fil
 # --- eval / predict / fill-mask / export-hf (workdir: a run's folder; predict / fill-mask: or a Hugging Face dir) ---
 flags.DEFINE_integer("eval-steps", 0, "eval: batches to evaluate; 0 = the whole eval split.")
 flags.DEFINE_string("output", None, "predict: the JSON-lines file to write; default: standard output.")
-flags.DEFINE_integer("top-k", 5, "fill-mask: predictions shown per [MASK].")
+flags.DEFINE_integer("top-k", 5, "fill-mask: predictions shown per [MASK]; generate: sample from the k best (default: all).")
+
+# --- generate ----------------------------------------------------------------------------------------------------
+flags.DEFINE_integer("max-new-tokens", 64, "generate: tokens to generate per prompt (it stops early at end-of-text).")
+flags.DEFINE_float("temperature", 1.0, "generate: sampling temperature; 0 = greedy.")
+flags.DEFINE_float("top-p", 1.0, "generate: nucleus sampling mass, in (0, 1]; 1 keeps every token.")
+flags.DEFINE_integer("seed", 0, "generate: the sampling seed (the same seed gives the same text).")
+flags.DEFINE_integer("num-samples", 1, "generate: continuations per prompt.")
 
 FLAGS = flags.FLAGS
 
@@ -136,6 +147,53 @@ def _fill_mask(argv):
         print(text)
         for i, guesses in enumerate(per_mask, start=1):
             print(f"  [MASK] {i}: " + ", ".join(f"{token} {p:.3f}" for token, p in guesses), flush=True)
+
+
+@command("generate", 'continue prompts: --workdir=RUN_OR_HF_DIR "prompt" [...] [--input=FILE] [--output=OUT.jsonl]')
+def _generate(argv):
+    from sslm_jax.inference.text_generation import generate_from
+
+    workdir = _require_workdir()
+    prompts = list(argv) + (_read_prompts(FLAGS["input"].value) if FLAGS["input"].value else [])
+    if not 0.0 < FLAGS["top-p"].value <= 1.0:
+        raise SslmError(f"--top-p={FLAGS['top-p'].value} must be in (0, 1]")
+    results = generate_from(
+        workdir,
+        prompts,
+        max_new_tokens=FLAGS["max-new-tokens"].value,
+        temperature=FLAGS.temperature,
+        top_k=FLAGS["top-k"].value if FLAGS["top-k"].present else 0,
+        top_p=FLAGS["top-p"].value,
+        seed=FLAGS.seed,
+        num_samples=FLAGS["num-samples"].value,
+    )
+    if FLAGS.output:
+        import json
+
+        lines = [json.dumps({"prompt": p, "samples": samples}) for p, samples in zip(prompts, results)]
+        pathlib.Path(FLAGS.output).write_text("".join(line + "\n" for line in lines))
+        print(f"wrote {len(lines)} prompts' samples to {FLAGS.output}")
+        return
+    for prompt, samples in zip(prompts, results):
+        for sample in samples:
+            print(f"{prompt}{sample}", flush=True)
+            print("---", flush=True)
+
+
+def _read_prompts(path: str) -> list[str]:
+    """One prompt per line of a text file; a .jsonl file's "prompt" fields."""
+    from sslm_jax.data import files
+
+    prompts = []
+    with files.reading(path, setting="--input"), files.open_text(path) as f:
+        if path.endswith((".jsonl", ".jsonl.gz")):
+            for where, record in files.json_records(f, path):
+                if not isinstance(record.get("prompt"), str):
+                    raise SslmError(f"--input: {where} has no text field 'prompt'")
+                prompts.append(record["prompt"])
+        else:
+            prompts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+    return prompts
 
 
 @command("export-hf", "write a run's model as a Hugging Face BERT directory: --workdir=DIR --out=DIR")

@@ -1,5 +1,6 @@
-"""One way to load a trained BERT for inference: an sslm workdir (or one of its checkpoints), or a Hugging Face
-BERT directory (config.json + model.safetensors + vocab.txt).
+"""One way to load a trained model for inference: an sslm workdir (or one of its checkpoints), or a Hugging Face
+directory (config.json + model.safetensors + the tokenizer's files): BERT (vocab.txt) or GPT-2 (vocab.json,
+merges.txt).
 
     loaded = load_model("runs/sst2")       # the latest checkpoint of a fine-tuning run
     loaded.head                            # "classification" ("pretraining" for a pretraining run)
@@ -35,9 +36,10 @@ class LoadedModel:
     Attributes:
       path: the checkpoint step directory or Hugging Face directory that was read.
       kind: "sslm" or "huggingface".
-      head: "pretraining" | "masked_lm" | "classification" | "encoder" (which outputs the model has).
-      model_config, model, params: the BertConfig, the Flax module and its parameters (on one device).
-      tokenizer: a `sslm_jax.data.tokenizer.WordPieceTokenizer` over the model's vocabulary and casing.
+      head: "pretraining" | "masked_lm" | "classification" | "encoder" | "causal_lm" (which outputs it has).
+      model_config, model, params: the model's config (BertConfig, GPTConfig), the Flax module and its parameters
+        (on one device).
+      tokenizer: the model's tokenizer (WordPiece for BERT, byte-level BPE for GPT-2; `sslm_jax.data.tokenizers`).
       vocab_path: the vocabulary file.
       label_names: class names in label-id order (classification); () for regression and other heads.
       is_regression: a classification head with one output, a score.
@@ -50,7 +52,7 @@ class LoadedModel:
     path: pathlib.Path
     kind: str
     head: str
-    model_config: bert.BertConfig
+    model_config: Any
     model: nn.Module
     params: Any
     tokenizer: Any
@@ -63,8 +65,8 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT
-    directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
+    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT or
+    GPT-2 directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face BERT directory")
@@ -126,6 +128,39 @@ def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
 
 
 def _load_huggingface(directory: pathlib.Path) -> LoadedModel:
+    model_type = _read_json(directory / huggingface.CONFIG_FILE).get("model_type")
+    if model_type == "gpt2":
+        return _load_hf_gpt2(directory)
+    return _load_hf_bert(directory)
+
+
+def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
+    from sslm_jax.data import tokenizers
+    from sslm_jax.interop import hf_gpt2
+
+    model_config, params = hf_gpt2.load_checkpoint(directory)
+    kind = tokenizers.get("bpe")
+    missing = [name for name in kind.files if not (directory / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: no {' / '.join(missing)} beside config.json; GPT-2's BPE files are needed")
+    tok = kind.load(directory / kind.files[0], None)
+    return LoadedModel(
+        path=directory,
+        kind="huggingface",
+        head="causal_lm",
+        model_config=model_config,
+        model=registry.get("gpt").model(model_config, "causal_lm"),
+        params=jax.device_put(params, jax.local_devices()[0]),
+        tokenizer=tok,
+        vocab_path=directory / kind.files[0],
+        label_names=(),
+        is_regression=False,
+        text_fields=(),
+        max_seq_len=model_config.max_position_embeddings,
+    )
+
+
+def _load_hf_bert(directory: pathlib.Path) -> LoadedModel:
     from sslm_jax.data import tokenizer as tokenizer_lib
 
     model_config, params = huggingface.load_checkpoint(directory)

@@ -359,6 +359,7 @@ def _family():
         hf_model_type="gpt2",
         settings_from_hf=settings_from_hf,
         train_flops=train_flops_per_sequence,
+        init_cache=init_cache,
     )
 
 

@@ -39,6 +39,8 @@ class ModelFamily:
         the checkpoint is none of the family's sizes.
       train_flops: (model_config, seq_len, num_predictions or None = every position) -> model FLOPs of one training
         sequence (forward + backward), for MFU.
+      init_cache: causal families: (model_config, batch, max_length) -> an empty KV cache for generation; None
+        for encoders.
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelFamily:
     hf_model_type: str
     settings_from_hf: Callable[[dict], dict[str, Any]]
     train_flops: Callable[[Any, int, int | None], float]
+    init_cache: Callable[[Any, int, int], Any] | None = None
 
     def config_for(self, model_settings: Mapping[str, Any], vocab_size: int):
         """`config_from_settings`, its ValueError as one ConfigError line naming `config.model`."""

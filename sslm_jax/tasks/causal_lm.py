@@ -14,6 +14,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
+from sslm_jax.inference.text_generation import complete
 from sslm_jax.models import registry
 from sslm_jax.objectives import make_eval_step
 from sslm_jax.objectives.causal_lm import make_causal_lm_loss
@@ -58,8 +59,25 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
         flops_per_sequence=family.train_flops(model_config, d.max_seq_len, None),
         progress_keys=("loss", "next_token_accuracy"),
         metadata={"model.vocab_size": model_config.vocab_size, "model.head": HEAD},
+        end_of_run=sample_hook(config, model, tokenizer, family, tuple(config.sample_prompts)),
         description=f"{family.name}-{config.model.size} {model_config}",
     )
+
+
+def sample_hook(config, model, tokenizer, family, prompts: tuple[str, ...]):
+    """The end-of-run hook that prints a greedy continuation of each prompt (None without prompts)."""
+    if not prompts:
+        return None
+
+    def show(params) -> None:
+        texts = complete(
+            model, params, tokenizer, prompts, init_cache=family.init_cache,
+            max_new_tokens=config.sample_max_new_tokens, temperature=0.0,
+        )  # fmt: skip
+        for prompt, (text,) in zip(prompts, texts):
+            print(f"sample: {prompt!r}\n    -> {text!r}", flush=True)
+
+    return show
 
 
 def eval_step(sums_step, vocab_size, params, batch):

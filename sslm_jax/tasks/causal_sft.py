@@ -3,7 +3,8 @@
     task = tasks.get("causal_sft").build(config, tokenizer, process_index=0, process_count=1)
 
 The loss and every eval metric count response tokens only (data/causal_sft.py): eval reports the response
-perplexity, next-token accuracy on responses and the unigram baseline of the response tokens.
+perplexity, next-token accuracy on responses and the unigram baseline of the response tokens. The end of a run
+prints greedy continuations of `config.sample_prompts`, or of the first three eval prompts.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     # The eval split first: its errors (a row without a response, nothing that fits) surface before training.
     eval_ds, stats = dataset(split="eval")
     _log_stats("eval", stats, d.max_seq_len)
+    # Shown at the end: the configured prompts, else the first eval prompts.
+    prompts = tuple(config.sample_prompts) or tuple(p for p, _ in causal_sft.split_pairs(d, "eval")[:3])
 
     def train_data():
         ds, train_stats = dataset(split="train")
@@ -70,6 +73,7 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
         flops_per_sequence=family.train_flops(model_config, d.max_seq_len, None),
         progress_keys=("loss", "next_token_accuracy"),
         metadata={"model.vocab_size": model_config.vocab_size, "model.head": HEAD},
+        end_of_run=causal_lm.sample_hook(config, model, tokenizer, family, prompts),
         description=f"{family.name}-{config.model.size} {model_config}",
     )
 
