@@ -185,25 +185,20 @@ class Merges:
         if self.num_merges == 0:
             return tf.RaggedTensor.from_value_rowids(ids, rows, nrows=num_words)
 
-        # Words without a mergeable pair are final: they move to `done_*` (plain tensors, not a TensorArray,
-        # whose ops are stateful and would stop tf.data from saving its iterator).
-        def merge_round(ids, rows, done_ids, done_rows):
-            ranks = self._pair_ranks(ids, rows)
+        # Every round handles every word: the tensors are small (only words not found whole), so the cost of a
+        # round is its number of ops, and setting finished words aside would add more ops than it saves.
+        def merge_round(ids, rows, ranks):
             token_min = tf.gather(tf.math.unsorted_segment_min(ranks, rows, num_words), rows)
-            final = token_min == _INF
-            done_ids = tf.concat([done_ids, tf.boolean_mask(ids, final)], axis=0)
-            done_rows = tf.concat([done_rows, tf.boolean_mask(rows, final)], axis=0)
-            ids, rows, ranks, token_min = (tf.boolean_mask(t, ~final) for t in (ids, rows, ranks, token_min))
-            return (*self._merge_lowest(ids, rows, ranks, token_min), done_ids, done_rows)
+            ids, rows = self._merge_lowest(ids, rows, ranks, token_min)
+            return ids, rows, self._pair_ranks(ids, rows)
 
-        _, _, ids, rows = tf.while_loop(
-            lambda ids, *_: tf.size(ids) > 0,
+        ids, rows, _ = tf.while_loop(
+            lambda ids, rows, ranks: tf.reduce_any(ranks < _INF),
             merge_round,
-            (ids, rows, tf.zeros([0], tf.int32), tf.zeros([0], tf.int64)),
-            shape_invariants=(tf.TensorShape([None]),) * 4,
+            (ids, rows, self._pair_ranks(ids, rows)),
+            shape_invariants=(tf.TensorShape([None]),) * 3,
         )
-        order = tf.argsort(rows, stable=True)  # words left in different rounds; each word's tokens stay in order
-        return tf.RaggedTensor.from_value_rowids(tf.gather(ids, order), tf.gather(rows, order), nrows=num_words)
+        return tf.RaggedTensor.from_value_rowids(ids, rows, nrows=num_words)
 
     def _pair_ranks(self, ids: tf.Tensor, rows: tf.Tensor) -> tf.Tensor:
         """[T] ids -> [T] the merge rank of (ids[t], ids[t + 1]), _INF if not a merge or t ends its word."""
@@ -219,7 +214,7 @@ class Merges:
         Example: symbols [a a a b] with the pair (a a) lowest: candidates at 0 and 1 overlap; within a run of
         consecutive candidates only every other one (0, 2, ...) merges -> [aa a b].
         """
-        candidate = ranks == token_min  # never at a word's last token: its rank is _INF there
+        candidate = (ranks == token_min) & (ranks < _INF)  # never at a word's last token: its rank is _INF there
         run_start = candidate & ~_shift_right(candidate, False)
         run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int32)) - 1, 0)
         start_position = tf.cast(tf.where(run_start)[:, 0], tf.int32)
