@@ -1,0 +1,241 @@
+"""GPT-2's byte-level BPE: train with Hugging Face `tokenizers`, tokenize in-graph with plain TensorFlow ops.
+
+    out = train_bpe(texts, vocab_size=8192, out_dir="bpe")   # -> bpe/ with vocab.json + merges.txt
+    tok = load_bpe(out)                    # also a Hugging Face GPT-2 directory (its vocab.json + merges.txt)
+    tok.tokenize(["Hello world", " it's"])  # RaggedTensor: ids of [["Hello", "Ġworld"], ["Ġit", "'s"]]
+    ds.map(tok.tokenize)                    # inside tf.data: no py_function, so iterator checkpoints resume exactly
+    tok.decode(ids)                         # -> the exact text back; tok.eot_id, tok.vocab_size
+
+Parity: the ids equal `transformers.GPT2TokenizerFast.from_pretrained(out)(text)["input_ids"]` (or the
+constructor with `vocab=vocab.json path, merges=merges.txt path`; with transformers 5 `vocab_file=`/`merges_file=`
+are silently ignored by the constructor, giving an empty vocabulary). HF's pipeline, and how we follow it:
+
+1. "<|endoftext|>" written in the text is cut out and becomes `eot_id` (HF's added-token split):
+   `tf.strings.split(text, sep=EOT)`; each piece is then tokenized alone, as in HF.
+2. Pre-tokenisation by GPT-2's regex (`GPT2_PATTERN`). RE2 has no lookahead and its \\p{L}, \\p{N}, \\s follow
+   another Unicode version than HF's Oniguruma, so we do not run that regex on the text. Each code point is
+   mapped to a one-letter class (letter, number, space, other whitespace, other; the letters of the
+   contractions and the apostrophe stay themselves), the classes having been read once per process from HF's
+   own pre-tokeniser over every code point (`bpe_ops.code_point_classes`, ~5 s). `\\s+(?!\\S)` needs to know whether
+   the next character is whitespace: a whitespace character followed by whitespace (or by the end) becomes
+   class "I", one followed by anything else " " (a space) or "W" (other whitespace). Then the lookahead-free
+   `bpe_ops.CLASS_PATTERN` over this class string (one class byte per text byte) matches exactly where GPT-2's regex
+   matches over the text, and its byte offsets cut the text.
+3. Each word's UTF-8 bytes map to the 256 one-byte tokens (GPT-2's `byte_alphabet` spells them in vocab.json).
+4. BPE: every round merges, in every word, all occurrences (left to right, non-overlapping) of the adjacent pair
+   with the lowest merge rank; a word is done when no adjacent pair has a rank. This equals HF's
+   one-merge-at-a-time heap whenever a merge's result only takes part in later merges (true of any trained
+   merges.txt: a pair can only be learned after its parts exist). Pairs are int64 keys `left_id * V + right_id`
+   looked up by binary search in a sorted constant (no hash-table resource in the graph). HF caches words;
+   in-graph, (a) words repeated in a batch are merged once (`tf.unique`), and (b) a word whose bytes are a token
+   that BPE rebuilds whole (found once at load by running BPE on every token) is looked up, not merged. So
+   larger batches are faster, and common words never enter the merge loop.
+
+Invalid UTF-8 (only reachable from tf.string, never from a Python str) is kept byte for byte: each invalid
+sequence is classed like U+FFFD (other), so `decode_bytes` still gives the input back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import tempfile
+from typing import Iterable, Mapping, Sequence
+
+import tensorflow as tf
+
+from sslm_jax.data.tf_setup import hide_accelerators_from_tf
+
+hide_accelerators_from_tf()
+
+from sslm_jax.data import bpe_ops  # noqa: E402
+from sslm_jax.data.bpe_ops import byte_alphabet  # noqa: E402,F401  (part of this module's API)
+from sslm_jax.errors import ConfigError, DataError  # noqa: E402
+
+EOT = "<|endoftext|>"
+VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
+# GPT-2's pre-tokeniser (HF `pre_tokenizers.ByteLevel(use_regex=True)`), for reference; see step 2 above.
+GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+
+
+# --- Training -------------------------------------------------------------------------------------------------
+
+
+def train_bpe(documents: Iterable[str | bytes], *, vocab_size: int, out_dir: str | os.PathLike) -> pathlib.Path:
+    """Trains a GPT-2-style byte-level BPE and writes `out_dir/vocab.json` and `out_dir/merges.txt`.
+
+    Args:
+      documents: an iterable of `str` (or UTF-8 `bytes`, invalid bytes read as U+FFFD) or a `tf.data.Dataset` of
+        scalar strings; read once.
+      vocab_size: tokens in the vocabulary: "<|endoftext|>" (id 0), the 256 byte tokens (ids 1..256), then merges
+        until vocab_size or until no pair is left to merge.
+      out_dir: created if needed; each file is written to a temporary name and renamed, after training succeeded.
+
+    Returns:
+      `out_dir`, loadable by `load_bpe` and by `transformers.GPT2TokenizerFast.from_pretrained`.
+
+    Example: `train_bpe(["low lower lowest"] * 10, vocab_size=260, out_dir="v")` learns the merges "l o",
+    "lo w", "Ġ lo" (ids 257-259); "low lower" then tokenizes to ["low", "Ġlow", "e", "r"].
+
+    The result is the same in every run for the same corpus (HF's BPE trainer breaks count ties by token id).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    min_size = 256 + 1
+    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < min_size:
+        raise ConfigError(
+            f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs an integer >= {min_size} "
+            f"(256 byte tokens plus {EOT})"
+        )
+    out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"tokenizer output directory {out_dir} exists and is not a directory")
+    if isinstance(documents, tf.data.Dataset):
+        documents = documents.as_numpy_iterator()
+    seen_chars = [0]
+
+    def texts():
+        for doc in documents:
+            if isinstance(doc, bytes):
+                doc = doc.decode("utf-8", errors="replace")  # the project's policy for files
+            elif not isinstance(doc, str):
+                raise TypeError(f"train_bpe: documents must be str or bytes, got {type(doc).__name__}: {doc!r:.80}")
+            seen_chars[0] += len(doc)
+            yield doc
+
+    model = Tokenizer(models.BPE())
+    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    model.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOT],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not: any text can be encoded
+        show_progress=False,
+    )
+    model.train_from_iterator(texts(), trainer=trainer)
+    if seen_chars[0] == 0:
+        raise DataError("no text to train a BPE vocabulary on: the documents are empty")
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".train_bpe.") as tmp:
+        model.model.save(tmp)  # writes vocab.json and merges.txt
+        for name in (VOCAB_FILE, MERGES_FILE):
+            os.replace(os.path.join(tmp, name), out_dir / name)
+    return out_dir
+
+
+# --- Loading --------------------------------------------------------------------------------------------------
+
+
+def load_bpe(directory: str | os.PathLike) -> "BPETokenizer":
+    """Reads `directory/vocab.json` (token -> id) and `directory/merges.txt` ("left right" per line, by rank).
+
+    Raises DataError (one line, naming the file) when a file is missing or unreadable, or when the vocabulary
+    lacks a byte token, "<|endoftext|>", or a token a merge uses or makes.
+    """
+    directory = pathlib.Path(directory)
+    paths = {name: directory / name for name in (VOCAB_FILE, MERGES_FILE)}
+    for name, path in paths.items():
+        if not path.is_file():
+            raise DataError(
+                f"BPE file {path} does not exist: a byte-level BPE directory needs {VOCAB_FILE} and {MERGES_FILE} "
+                f"(train one with sslm_jax.data.bpe.train_bpe, or copy both from a Hugging Face GPT-2 directory)"
+            )
+    try:
+        vocab = json.loads(paths[VOCAB_FILE].read_text(encoding="utf-8"))
+        lines = paths[MERGES_FILE].read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"cannot read BPE files in {directory}: {e}") from e
+    if not isinstance(vocab, dict) or not all(isinstance(i, int) and i >= 0 for i in vocab.values()):
+        raise DataError(f"{paths[VOCAB_FILE]} must be a JSON object mapping each token to an id >= 0")
+    merges = []
+    for number, line in enumerate(lines, start=1):
+        if line.startswith("#version") or not line:  # HF's reader skips the version header
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise DataError(f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {line!r}")
+        merges.append((parts[0], parts[1]))
+    return BPETokenizer(vocab, merges, directory=directory)
+
+
+# --- The tokenizer --------------------------------------------------------------------------------------------
+
+
+class BPETokenizer:
+    """In-graph GPT-2 byte-level BPE over a fixed vocabulary and merge list (module docstring: parity rules).
+
+    Attributes:
+      vocab: token -> id.  vocab_size: largest id + 1.  eot_id: the id of "<|endoftext|>".
+      num_merges: lines of merges.txt.  directory: where the files were read from (None when built from a dict).
+    """
+
+    def __init__(self, vocab: Mapping[str, int], merges: Sequence[tuple[str, str]], *, directory=None):
+        self.vocab = dict(vocab)
+        self.directory = pathlib.Path(directory) if directory is not None else None
+        where = str(self.directory) if self.directory else "the BPE vocabulary"
+        if EOT not in self.vocab:
+            raise DataError(f"{where}: {VOCAB_FILE} has no {EOT} token")
+        self.eot_id = self.vocab[EOT]
+        self._merges = bpe_ops.Merges(self.vocab, merges, where=where)
+        self.vocab_size = self._merges.vocab_size
+        self.num_merges = self._merges.num_merges
+        self._id_to_token = {i: t for t, i in self.vocab.items()}
+        self._byte_of_char = {c: b for b, c in byte_alphabet().items()}
+        self._classes = tf.constant(bpe_ops.code_point_classes())
+        self._tokenize = tf.function(
+            self._tokenize_vector, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
+        )
+
+    def __repr__(self) -> str:
+        source = self.directory or f"{len(self.vocab)} tokens"
+        return f"BPETokenizer({source}, {self.num_merges} merges)"
+
+    def tokenize(self, strings) -> tf.RaggedTensor | tf.Tensor:
+        """Strings [N] -> ids [N, (tokens)] int32; a scalar string -> ids [tokens]. Nothing is added around them.
+
+        Example (GPT-2's files): ["Hello world", "a<|endoftext|>b"] -> [[15496, 995], [64, 50256, 65]].
+        """
+        strings = tf.convert_to_tensor(strings, tf.string)
+        if strings.shape.rank not in (0, 1):
+            raise ValueError(f"the tokenizer takes a scalar or a vector of strings, got shape {strings.shape}")
+        # Eagerly, a tf.function runs the merge loop as a graph; inside tf.data (a graph already) the ops go
+        # inline, since a call of a tf.function would be a stateful op that blocks saving the iterator.
+        tokenize = self._tokenize if tf.executing_eagerly() else self._tokenize_vector
+        return tokenize(strings[tf.newaxis])[0] if strings.shape.rank == 0 else tokenize(strings)
+
+    def split_words(self, strings) -> tf.RaggedTensor:
+        """Strings [N] -> GPT-2's pre-tokenised words [N, (words)] (bytes, "<|endoftext|>" pieces dropped).
+
+        Example: ["it's  a\\n\\nb "] -> [[b"it", b"'s", b" ", b" a", b"\\n", b"\\n", b"b", b" "]].
+        """
+        strings = tf.convert_to_tensor(strings, tf.string)
+        segments = tf.strings.split(strings, sep=EOT)
+        texts = segments.flat_values
+        begin, end = bpe_ops.word_offsets(texts, self._classes)
+        lengths = end.flat_values - begin.flat_values
+        words = tf.strings.substr(tf.gather(texts, begin.value_rowids()), begin.flat_values, lengths)
+        return tf.RaggedTensor.from_row_splits(begin.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
+        try:
+            text = "".join(self._id_to_token[int(i)] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
+        return bytes(self._byte_of_char[c] for c in text)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Python ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def _tokenize_vector(self, strings: tf.Tensor) -> tf.RaggedTensor:
+        """Strings [N] -> ids [N, (tokens)], via M segments between "<|endoftext|>" holding P words."""
+        segments = tf.strings.split(strings, sep=EOT)  # [N, (M)]
+        words = bpe_ops.word_bytes(segments.flat_values, self._classes)  # [M, (words), (bytes)]
+        ids = words.with_values(self._merges.apply(words.values)).merge_dims(1, 2)  # [M, (tokens)]
+        # Every segment but the last of its string is followed by "<|endoftext|>".
+        followed = tf.cast(~bpe_ops.last_in_row(segments), tf.int64)
+        eot = tf.RaggedTensor.from_row_lengths(tf.fill([tf.reduce_sum(followed)], self.eot_id), followed)
+        return segments.with_values(tf.concat([ids, eot], axis=1)).merge_dims(1, 2)
