@@ -47,8 +47,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.tfds_eval_split = ""  # "" holds out `eval_fraction` of the train split.
     c.data.tfds_data_dir = ""  # "" uses TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
     c.data.eval_fraction = 0.02  # documents held out for eval when no eval split/files are given.
-    c.data.tokenizer = "wordpiece"  # a registered kind (sslm_jax.data.tokenizers): "wordpiece".
-    c.data.vocab_path = ""  # an existing vocab.txt (wordpiece); "" trains one of `tokenizer` on the train corpus.
+    c.data.tokenizer = "wordpiece"  # a registered kind (sslm_jax.data.tokenizers): "wordpiece" | "bpe" (GPT-2's).
+    # An existing vocabulary: vocab.txt (wordpiece) or vocab.json with merges.txt beside it (bpe); "" trains one of
+    # `tokenizer` on the train corpus.
+    c.data.vocab_path = ""
     c.data.vocab_size = 8192  # size of the vocabulary trained when vocab_path is "".
     c.data.lower_case = True
     c.data.max_seq_len = 128

@@ -40,7 +40,7 @@ def get_config(arg: str | None = None):
     c.sample_max_new_tokens = 48
     if arg == "smoke":
         c.data.max_seq_len = 32
-        c.batch_size = 4
+        c.batch_size = 8
         c.total_steps = 6
         c.warmup_steps = 1
         c.log_every_steps = 2

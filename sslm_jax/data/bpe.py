@@ -188,6 +188,13 @@ class BPETokenizer:
             self._tokenize_vector, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
         )
 
+    @property
+    def files(self) -> dict[str, pathlib.Path]:
+        """{name: path} of the files a checkpoint keeps with the model: vocab.json and merges.txt."""
+        if self.directory is None:
+            raise ValueError("a BPETokenizer built from a dict has no files")
+        return {name: self.directory / name for name in (VOCAB_FILE, MERGES_FILE)}
+
     def __repr__(self) -> str:
         source = self.directory or f"{len(self.vocab)} tokens"
         return f"BPETokenizer({source}, {self.num_merges} merges)"

@@ -50,8 +50,26 @@ def _load_wordpiece(path, data_config):
 
 WORDPIECE = TokenizerKind("wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece)
 
+
+def _train_bpe(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
+    from sslm_jax.data import bpe
+
+    return bpe.train_bpe(documents, vocab_size=data_config.vocab_size, out_dir=out_dir) / bpe.VOCAB_FILE
+
+
+def _load_bpe(path, data_config):
+    from sslm_jax.data import bpe
+
+    del data_config  # byte-level BPE has no settings: casing and all bytes are kept
+    path = pathlib.Path(path)
+    return bpe.load_bpe(path if path.is_dir() else path.parent)
+
+
+# GPT-2's byte-level BPE (data/bpe.py); `data.vocab_path` names its vocab.json (merges.txt beside it) or the folder.
+BPE = TokenizerKind("bpe", ("vocab.json", "merges.txt"), _train_bpe, _load_bpe)
+
 # kind name -> "module:attribute" of its TokenizerKind (imported on first use).
-BUILTIN = {"wordpiece": "sslm_jax.data.tokenizers:WORDPIECE"}
+BUILTIN = {"wordpiece": "sslm_jax.data.tokenizers:WORDPIECE", "bpe": "sslm_jax.data.tokenizers:BPE"}
 
 
 def get(name: str) -> TokenizerKind:

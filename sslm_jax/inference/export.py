@@ -1,7 +1,8 @@
-"""Export an sslm run's model as a Hugging Face BERT directory (`sslm export-hf`).
+"""Export an sslm run's model as a Hugging Face directory (`sslm export-hf`): BERT, or GPT-2 for causal-LM runs.
 
     export_hf("runs/sst2", "export/sst2")
     # then, in PyTorch: transformers.BertForSequenceClassification.from_pretrained("export/sst2")
+    #                   (a causal-LM run: transformers.GPT2LMHeadModel.from_pretrained(...))
     #                   transformers.AutoTokenizer.from_pretrained("export/sst2")
 
 The directory holds config.json (with `id2label` / `label2id` from the label names saved with a fine-tuning
@@ -38,6 +39,15 @@ def export_hf(
     loaded = load_model(path)
     if loaded.kind != "sslm":
         raise CheckpointError(f"{loaded.path} is already a Hugging Face directory; nothing to export")
+    if loaded.head == "causal_lm":  # a GPT run: GPT2LMHeadModel, with the run's vocab.json and merges.txt
+        from sslm_jax.interop import hf_gpt2
+
+        if head not in ("auto", "causal_lm"):
+            raise CheckpointError(f"{loaded.path} is a causal LM: it exports as head='causal_lm' only, not {head!r}")
+        return hf_gpt2.save_checkpoint(
+            out, loaded.model_config, jax.device_get(loaded.params), tokenizer_dir=loaded.vocab_path.parent,
+            overwrite=overwrite,
+        )  # fmt: skip
     keeps_classifier = loaded.head == "classification" and head in ("auto", "classification")
     id2label = loaded.label_names if keeps_classifier and not loaded.is_regression else None
     return huggingface.save_checkpoint(

@@ -69,7 +69,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     GPT-2 directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
     path = pathlib.Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face BERT directory")
+        raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face model directory")
     step_dir = layout.latest_checkpoint(path)
     if step_dir is not None:
         return _load_sslm(pathlib.Path(os.fspath(step_dir)))

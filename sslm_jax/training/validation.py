@@ -10,6 +10,8 @@ that need data (a label set, a vocabulary) run when the task is built, still bef
 
 from __future__ import annotations
 
+import pathlib
+
 import jax
 
 from sslm_jax import tasks
@@ -26,7 +28,7 @@ def validate(config) -> tasks.TaskSpec:
     validate_run(config)
     optim.make_optimizer(config)  # building the optimizer is its validation (schedule, rates, clipping)
     validate_model(config)
-    tokenizers.get(config.data.tokenizer)
+    validate_vocab(config)
     spec.validate(config)
     return spec
 
@@ -51,6 +53,22 @@ def validate_run(config) -> None:
     else:
         data_parallel = jax.local_device_count()
     partitioning.validate_batch_size(config.batch_size, data_parallel, grad_accum_steps=config.grad_accum_steps)
+
+
+def validate_vocab(config) -> None:
+    """The tokenizer kind exists, and a given `data.vocab_path` has every file of that kind."""
+    kind = tokenizers.get(config.data.tokenizer)
+    if not config.data.vocab_path:
+        return
+    path = pathlib.Path(config.data.vocab_path)
+    folder = path if path.is_dir() else path.parent
+    needed = [path] if len(kind.files) == 1 and not path.is_dir() else [folder / name for name in kind.files]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise ConfigError(
+            f"config.data.vocab_path={config.data.vocab_path}: {', '.join(missing)} does not exist (a {kind.name} "
+            f"vocabulary is {' + '.join(kind.files)})"
+        )
 
 
 def validate_model(config) -> None:

@@ -25,15 +25,13 @@ def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
     from sslm_jax.data import sources, tokenizers
 
     kind = tokenizers.get(config.data.tokenizer)
-    if config.data.vocab_path:
+    if config.data.vocab_path:  # its files were checked by validation.validate_vocab
         path = pathlib.Path(config.data.vocab_path)
-        if not path.is_file():
-            raise ConfigError(f"config.data.vocab_path={path} does not exist")
-        return path
+        return path / kind.files[0] if path.is_dir() else path
     if config.init_from:
         return init_from_vocab(config.init_from, kind.files[0])
     path = workdir / kind.files[0]
-    if not path.exists():
+    if not all((workdir / name).exists() for name in kind.files):
         if jax.process_index() == 0:
             logging.info("Training a %d-token %s vocabulary into %s.", config.data.vocab_size, kind.name, workdir)
             kind.train(sources.documents(config.data, split="train"), config.data, workdir)

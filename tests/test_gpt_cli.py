@@ -1,0 +1,122 @@
+"""End to end on a tiny GPT: `sslm pretrain --config=configs/gpt_demo.py:smoke` (BPE trained into the run) →
+`sslm generate` (seeded, JSON lines) → `sslm export-hf` → transformers → `sslm generate` on the export →
+`sslm finetune --config=configs/causal_sft.py:smoke`, and the one-line errors of bad input."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from _sslm_runs import tree_digest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "gpt_demo.py"
+pytestmark = pytest.mark.slow
+
+
+def sslm(*args, check=True) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def one_line_error(out: subprocess.CompletedProcess, command: str, fragment: str) -> None:
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr and lines[-1].startswith(f"sslm {command}: error: "), out.stderr[-3000:]
+    assert fragment in lines[-1], lines[-1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> pathlib.Path:
+    workdir = tmp_path_factory.mktemp("gpt") / "run"
+    out = sslm("pretrain", f"--config={SMOKE}:smoke", f"--workdir={workdir}")
+    assert out.stdout.count("sample: ") == 3, out.stdout  # the end-of-run greedy samples
+    return workdir
+
+
+def test_pretraining_reports_perplexity_against_the_unigram_baseline(run):
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last = records[-1]
+    assert {"loss", "next_token_accuracy", "eval_perplexity", "eval_unigram_perplexity"} <= set(last)
+    assert (run / "vocab.json").is_file() and (run / "merges.txt").is_file()
+    assert {"merges.txt", "vocab.json"} <= {p.name for p in (run / "checkpoints" / "6" / "vocab").iterdir()}
+
+
+def test_generate_is_seeded_and_writes_json_lines(run, tmp_path):
+    args = ["generate", f"--workdir={run}", "def f(x):", "import", "--max-new-tokens=6", "--temperature=0.9",
+            "--top-k=20", "--num-samples=2"]  # fmt: skip
+    first, again = sslm(*args, "--seed=1").stdout, sslm(*args, "--seed=1").stdout
+    assert first == again and first.count("---") == 4
+    out = tmp_path / "samples.jsonl"
+    sslm(*args, "--seed=1", f"--output={out}")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["def f(x):", "import"] and all(len(r["samples"]) == 2 for r in rows)
+
+
+def test_export_loads_in_transformers_and_generates_the_same_text(run, tmp_path, torch):
+    import transformers
+
+    export = tmp_path / "hf"
+    sslm("export-hf", f"--workdir={run}", f"--out={export}")
+    model = transformers.GPT2LMHeadModel.from_pretrained(export).eval()
+    tok = transformers.GPT2TokenizerFast.from_pretrained(export)
+    ids = tok("def f(x):", return_tensors="pt").input_ids
+    with torch.no_grad():
+        hf = model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=tok.eos_token_id)
+    hf_text = tok.decode(hf[0, ids.shape[1] :].tolist())
+    ours = sslm("generate", f"--workdir={export}", "def f(x):", "--temperature=0", "--max-new-tokens=6").stdout
+    assert ours.splitlines()[0] == "def f(x):" + hf_text.split("<|endoftext|>")[0].split("\n")[0]
+
+
+def test_prompt_to_response_finetuning(run, tmp_path):
+    rows = [{"prompt": f"question {i}:", "response": f" answer {i % 3}"} for i in range(24)]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = sslm("finetune", f"--config={ROOT / 'configs' / 'causal_sft.py'}:smoke", f"--workdir={tmp_path / 'sft'}",
+               f"--config.init_from={run}", f"--config.data.train_files={data}")  # fmt: skip
+    assert "final eval:" in out.stdout and "perplexity=" in out.stdout and out.stdout.count("sample: ") == 2
+
+
+def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
+    before = tree_digest(run)
+    long_prompt = " ".join(["word"] * 300)
+    one_line_error(sslm("generate", f"--workdir={run}", long_prompt, check=False), "generate", "exceeds the model's context")
+    one_line_error(sslm("generate", f"--workdir={run}", "x", "--top-p=0", check=False), "generate", "--top-p=0.0")
+    assert tree_digest(run) == before
+
+    bpe = tmp_path / "bpe"
+    bpe.mkdir()
+    (bpe / "vocab.json").write_text((run / "vocab.json").read_text())
+    workdir = tmp_path / "never"
+    out = sslm("pretrain", f"--config={SMOKE}:smoke", f"--workdir={workdir}", f"--config.data.vocab_path={bpe}",
+               check=False)  # fmt: skip
+    one_line_error(out, "pretrain", "merges.txt does not exist")
+    assert not workdir.exists()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + json.dumps({"prompt": "c"}) + "\n")
+    out = sslm("finetune", f"--config={ROOT / 'configs' / 'causal_sft.py'}:smoke", f"--workdir={tmp_path / 'sft'}",
+               f"--config.init_from={run}", f"--config.data.train_files={bad}", check=False)  # fmt: skip
+    one_line_error(out, "finetune", "bad.jsonl:2 has no text field 'response'")
+
+
+def test_generate_on_a_bert_model_is_refused(tmp_path):
+    import numpy as np
+
+    import jax
+    from sslm_jax.interop import huggingface
+    from sslm_jax.models import bert
+
+    tokens = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "b"]
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(tokens) + "\n")
+    config = bert.BertConfig.from_size("tiny", vocab_size=len(tokens), max_position_embeddings=16)
+    params = jax.tree.map(np.asarray, bert.init_params(bert.BertForPreTraining(config), jax.random.key(0)))
+    out_dir = huggingface.save_checkpoint(tmp_path / "bert", config, params, vocab_file=vocab)
+    one_line_error(sslm("generate", f"--workdir={out_dir}", "a b", check=False), "generate", "cannot generate text")
