@@ -10,6 +10,7 @@ import logging
 import os
 import pathlib
 import sys
+import types
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -35,7 +36,8 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("vocab-size", 8192, "train-tokenizer: vocabulary size, special tokens included.")
 flags.DEFINE_string("out", None, "train-tokenizer / export-hf: output directory.")
-flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT).")
+flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT; wordpiece only).")
+flags.DEFINE_string("kind", "wordpiece", "train-tokenizer: wordpiece (BERT's vocab.txt) | bpe (GPT-2's vocab.json + merges.txt).")
 flags.DEFINE_string("format", "text", "train-tokenizer: text | lines | jsonl | tsv | csv.")
 flags.DEFINE_string(
     "text-field", "text", "train-tokenizer / predict: jsonl field or tsv/csv column(s) with the text (predict: "
@@ -94,22 +96,22 @@ def _finetune(argv):
     _train(argv, "finetune")
 
 
-@command("train-tokenizer", "train a WordPiece vocabulary: --input=GLOB --vocab-size=N --out=DIR")
+@command("train-tokenizer", "train a vocabulary: --input=GLOB --vocab-size=N --out=DIR [--kind=wordpiece|bpe]")
 def _train_tokenizer(argv):
     from sslm_jax.data import sources
 
     for name in ("input", "out"):
         if not FLAGS[name].value:
             raise SslmError(f"--{name} is required")
+    from sslm_jax.data import tokenizers
+
+    kind = tokenizers.get(FLAGS.kind)
     docs = sources.file_documents(
         FLAGS["input"].value, format=FLAGS["format"].value, text_field=FLAGS["text-field"].value
     )
-    from sslm_jax.data import tokenizer  # after the input checks: TensorFlow's import is slow and noisy
-
-    path = tokenizer.train_wordpiece(
-        docs, vocab_size=FLAGS["vocab-size"].value, out_dir=FLAGS["out"].value, lower_case=FLAGS["lower-case"].value
-    )
-    print(f"wrote {path}")
+    settings = types.SimpleNamespace(vocab_size=FLAGS["vocab-size"].value, lower_case=FLAGS["lower-case"].value)
+    path = kind.train(docs, settings, pathlib.Path(FLAGS["out"].value))
+    print(f"wrote {', '.join(str(path.parent / name) for name in kind.files)}")
 
 
 def _require_workdir() -> str:
