@@ -91,3 +91,13 @@ def test_greedy_with_an_eos_that_occurs_equals_hf_generate(torch, models):
         assert row[:length].tolist() == hf  # so our row stopped where HF's did, at its first EOS
         assert (row[length:] == pad).all()
 
+
+@pytest.mark.torch
+def test_a_prompt_past_half_the_context_with_new_tokens_up_to_it(torch, models):
+    """Prompt 40 + 24 new = the whole context of 64 (its bucket is 64: the cache may not be bucket + new long)."""
+    hf_model, model, params = models
+    prompts = _prompts((40, 7), seed=1)
+    new = SHAPE["n_positions"] - 40
+    tokens, _ = _ours(model, params, prompts, new)
+    for row, prompt in zip(tokens, prompts):
+        assert row.tolist() == _hf_greedy(torch, hf_model, prompt, new)
