@@ -59,8 +59,8 @@ from sslm_jax.training.step import make_train_step  # noqa: E402
 DEFAULT_SIZES = {"bert": "tiny,mini,small,base", "gpt": "tiny,small"}
 DEFAULT_BATCH = {
     "bert": {"tiny": 32, "mini": 32, "small": 32, "medium": 32, "base": 8, "large": 8},
-    # GPT-2's [batch, 128, 50257] fp32 logits (and their gradient) are 26 MB per row: 16 rows at tiny, 8 at small
-    # keep a full run (both sizes, 5 steps) within ~5 minutes on 2 cores and far inside 24 GB.
+    # GPT-2's [batch, 128, 50257] fp32 logits (and their gradient) are 26 MB per row. 16 rows at tiny and 8 at small
+    # keep a full run (both sizes, 5 steps) within ~5 minutes on 2 cores, and far inside 24 GB.
     "gpt": {"tiny": 16, "mini": 16, "small": 8, "medium": 4, "large": 2},
 }
 DEFAULT_VOCAB = {"bert": 30522, "gpt": 50257}
