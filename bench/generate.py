@@ -3,30 +3,32 @@
     python bench/generate.py            # GPT-2 small shape (12 x 768, vocab 50257), prompt 32, 128 new, batch 1 and 8
     python bench/generate.py --smoke    # a tiny model and a few tokens: checks the script runs (seconds)
 
-Both sides get the same random weights (a transformers GPT2LMHeadModel built from a GPT2Config, its state dict
-converted to our parameter tree), the same prompts, greedy decoding of exactly --new tokens (no EOS), float32, and
-the same CPU threads (torch: `torch.set_num_threads(--threads)` under `inference_mode`; XLA: its own pool, sized to
-the machine). Timings alternate between the two, so a machine shared with other jobs slows both alike. Each row
-reports median seconds, new tokens per second, time to first token (generation of one new token: the prefill plus
-one step), the ratio in the same run (speed-up = HF seconds / our seconds; above 1 means sslm_jax is faster), and
-the fraction of generated tokens on which both agree (random weights have near-ties; float32 rounding may flip one
-and the rest of that row then diverges).
+Both sides get the same random weights (`sslm_jax.models.gpt` initialises them, `hf_gpt2.save_checkpoint` exports
+them, transformers' `GPT2LMHeadModel.from_pretrained` loads that directory), the same prompts, greedy decoding of
+exactly --new tokens (no EOS), float32, and the same CPU threads (torch: `torch.set_num_threads(--threads)` under
+`inference_mode`; XLA: its own pool, sized to the machine). Timings alternate between the two, so a machine shared
+with other jobs slows both alike. Each row reports median seconds, new tokens per second, time to first token
+(generation of one new token: the prefill plus one step), the ratio in the same run (speed-up = HF seconds / our
+seconds; above 1 means sslm_jax is faster), and the fraction of generated tokens on which both agree (random weights
+have near-ties; float32 rounding may flip one and the rest of that row then diverges).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import os
 import platform
 import statistics
+import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from sslm_jax.inference import generate as gen
+from sslm_jax.interop import hf_gpt2
+from sslm_jax.models import gpt
 
 
 def _parse():
@@ -40,92 +42,15 @@ def _parse():
     return p.parse_args()
 
 
-# --- TEMPORARY until sslm_jax.models.gpt and sslm_jax.interop.hf_gpt2 are merged ------------------------------------
-# A GPT-2 LM head built from the shared blocks (as tests/test_generate.py's stand-in) and a state-dict conversion.
-# Replace both with `gpt.GPT2LMHeadModel` / `gpt.init_cache` and `hf_gpt2.load_checkpoint` once they land.
-
-import flax  # noqa: E402
-import flax.linen as nn  # noqa: E402
-
-from sslm_jax.models import layers, transformer  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class _GPT2Config:
-    vocab_size: int
-    max_position_embeddings: int
-    stack: transformer.TransformerConfig
-
-
-def _init_cache(config: _GPT2Config, batch: int, max_length: int):
-    return transformer.init_cache(config.stack, batch, max_length)
-
-
-@flax.struct.dataclass
-class _LMOutput:
-    logits: jax.Array
-    cache: tuple | None
-
-
-class _GPT2LM(nn.Module):
-    config: _GPT2Config
-
-    def setup(self):
-        c = self.config
-        self.embeddings = layers.Embeddings(c.vocab_size, c.stack.hidden_size, max_positions=c.max_position_embeddings)
-        self.decoder = transformer.Transformer(c.stack, embeddings=self.embeddings)
-
-    def __call__(self, input_ids, attention_mask=None, deterministic=True, cache=None):
-        out = self.decoder(input_ids, attention_mask=attention_mask, deterministic=deterministic, cache=cache)
-        h, cache = out if cache is not None else (out, None)
-        return _LMOutput(logits=self.embeddings.attend(h), cache=cache)
-
-
-def _from_hf(hf_config, state_dict) -> tuple[_GPT2LM, dict]:
-    """Our model and params from a transformers GPT2LMHeadModel's config and state dict (Conv1D: [in, out])."""
-    e, n = hf_config.n_embd, hf_config.n_head
-    d = e // n
-    stack = transformer.TransformerConfig(
-        hidden_size=e, num_layers=hf_config.n_layer, num_heads=n, intermediate_size=hf_config.n_inner or 4 * e,
-        hidden_act=hf_config.activation_function, dropout_rate=0.0, attention_dropout_rate=0.0,
-        layer_norm_eps=hf_config.layer_norm_epsilon, pre_layer_norm=True, causal=True, final_layer_norm=True,
-    )  # fmt: skip
-    config = _GPT2Config(hf_config.vocab_size, hf_config.n_positions, stack)
-    sd = {k.removeprefix("transformer."): v.detach().float().numpy() for k, v in state_dict.items()}
-    ln = lambda p: {"scale": sd[f"{p}.weight"], "bias": sd[f"{p}.bias"]}  # noqa: E731
-    decoder = {"final_layer_norm": ln("ln_f")}
-    for i in range(hf_config.n_layer):
-        h = f"h.{i}"
-        qkv_w = np.split(sd[f"{h}.attn.c_attn.weight"], 3, axis=1)
-        qkv_b = np.split(sd[f"{h}.attn.c_attn.bias"], 3)
-        attention = {
-            name: {"kernel": w.reshape(e, n, d), "bias": b.reshape(n, d)}
-            for name, w, b in zip(("query", "key", "value"), qkv_w, qkv_b)
-        }
-        attention["output"] = {
-            "kernel": sd[f"{h}.attn.c_proj.weight"].reshape(n, d, e),
-            "bias": sd[f"{h}.attn.c_proj.bias"],
-        }
-        decoder[f"layer_{i}"] = {
-            "attention": attention,
-            "attention_layer_norm": ln(f"{h}.ln_1"),
-            "output_layer_norm": ln(f"{h}.ln_2"),
-            "intermediate": {"kernel": sd[f"{h}.mlp.c_fc.weight"], "bias": sd[f"{h}.mlp.c_fc.bias"]},
-            "output": {"kernel": sd[f"{h}.mlp.c_proj.weight"], "bias": sd[f"{h}.mlp.c_proj.bias"]},
-        }
-    embeddings = {
-        "word_embeddings": {"embedding": sd["wte.weight"]},
-        "position_embeddings": {"embedding": sd["wpe.weight"]},
-    }
-    params = {"embeddings": embeddings, "decoder": decoder}
-    model = _GPT2LM(config)
-    expected = jax.eval_shape(lambda k: model.init(k, jnp.zeros((1, 4), jnp.int32))["params"], jax.random.key(0))
-    expected = jax.tree.map(lambda x: x.shape, nn.meta.unbox(expected))
-    assert jax.tree.map(np.shape, params) == expected, "converted GPT-2 parameters do not match the model's tree"
-    return model, jax.device_put(params)
-
-
-# --- end TEMPORARY ---------------------------------------------------------------------------------------------------
+def build_models(config: gpt.GPTConfig, transformers):
+    """Our GPT-2 with random parameters, and transformers' GPT2LMHeadModel loaded from their export (eval mode)."""
+    model = gpt.GPTLMHeadModel(config)
+    params = jax.jit(functools.partial(gpt.init_params, model))(jax.random.key(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_gpt2.save_checkpoint(tmp, config, params)
+        transformers.utils.logging.disable_progress_bar()
+        torch_model = transformers.GPT2LMHeadModel.from_pretrained(tmp).eval()
+    return model, params, torch_model
 
 
 def _time(fn):
@@ -142,7 +67,7 @@ def bench_batch(batch, args, model, params, torch_model, torch):
 
     def ours(new):
         out = gen.generate(
-            model, params, prompt, None, max_new_tokens=new, init_cache=_init_cache, temperature=0.0, eos_id=None
+            model, params, prompt, None, max_new_tokens=new, init_cache=gpt.init_cache, temperature=0.0, eos_id=None
         )
         return np.asarray(out.tokens)  # waits for the device
 
@@ -178,14 +103,13 @@ def main():
 
     torch.set_num_threads(args.threads)
     if args.smoke:
-        shape = dict(n_embd=64, n_layer=2, n_head=4, vocab_size=1000, n_positions=128, bos_token_id=0, eos_token_id=0)
+        config = gpt.GPTConfig(vocab_size=1000, max_position_embeddings=128, hidden_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, bos_token_id=0, eos_token_id=0)  # fmt: skip
         args.prompt, args.new, args.reps = 8, 8, 1
     else:
-        shape = dict(n_embd=768, n_layer=12, n_head=12, vocab_size=50257, n_positions=1024)
+        config = gpt.GPTConfig.from_size("small")  # vocab 50257, 1024 positions
     torch.manual_seed(0)
-    hf_config = transformers.GPT2Config(**shape)
-    torch_model = transformers.GPT2LMHeadModel(hf_config).eval()
-    model, params = _from_hf(hf_config, torch_model.state_dict())
+    model, params, torch_model = build_models(config, transformers)
     print(
         f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load average "
         f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; jax {jax.__version__} ({jax.default_backend()}), "
@@ -193,7 +117,7 @@ def main():
         f"transformers {transformers.__version__}"
     )
     print(
-        f"# GPT-2 {shape['n_layer']}x{shape['n_embd']}, vocab {shape['vocab_size']}, fp32, greedy; prompt "
+        f"# GPT-2 {config.num_hidden_layers}x{config.hidden_size}, vocab {config.vocab_size}, fp32, greedy; prompt "
         f"{args.prompt}, {args.new} new tokens; median of {args.reps}; TTFT = generating 1 token"
     )
     print(

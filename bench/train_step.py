@@ -1,20 +1,34 @@
-"""Training-step throughput: sslm_jax's MLM train step (jit, fp32, AdamW) against transformers' PyTorch
-BertForMaskedLM + torch AdamW, and the step's achieved FLOP/s against a large `jnp.dot` in the same run.
+"""Training-step throughput: sslm_jax's train step (jit, fp32, AdamW) against transformers' PyTorch model + torch
+AdamW on the same batch, and the step's achieved FLOP/s against a large `jnp.dot` in the same run.
 
-    python bench/train_step.py                          # tiny, mini, small (batch 32) and base (batch 8)
+    python bench/train_step.py                          # BERT MLM: tiny, mini, small (batch 32) and base (batch 8)
     python bench/train_step.py --sizes=base --steps=5
+    python bench/train_step.py --model=gpt              # GPT-2 causal LM: tiny (batch 16) and small (batch 8)
+    python bench/train_step.py --model=gpt --sizes=tiny --batch=4 --steps=1 --matmul=256   # smoke (seconds)
 
-Same batch on both sides: sequences of 128 tokens, 15 % of the positions (20) to predict. sslm_jax gets them as
-`masked_positions` (the model runs its last layer and the vocabulary projection on those 20 rows only);
-transformers gets `labels` with the original id there and -100 elsewhere (its head projects all 128 rows). Both: dropout 0.1, global-norm clipping
-at 1.0, AdamW (lr 1e-4, betas 0.9/0.999, eps 1e-6, weight decay 0.01), fp32. torch runs on
-`torch.set_num_threads(--threads)`; XLA on one CPU device with its own thread pool over the machine's cores.
+--model=bert (masked LM, vocabulary 30,522): sequences of 128 tokens, 15 % of the positions (20) to predict.
+sslm_jax gets them as `masked_positions` (the model runs its last layer and the vocabulary projection on those 20
+rows only); transformers' `BertForMaskedLM` (sdpa attention) gets `labels` with the original id there and -100
+elsewhere (its head projects all 128 rows).
+
+--model=gpt (causal LM, GPT-2's vocabulary of 50,257): full rows of 128 random ids, every token but the first a
+target (127 per row) on both sides. sslm_jax: `models.gpt.GPTLMHeadModel` with
+`objectives.make_causal_lm_loss(segment_attention=False)` (a row is one window of the stream, as in HF's run_clm);
+transformers: `GPT2LMHeadModel` (sdpa attention) with `labels=input_ids` (it shifts them itself). Both compute the
+same matmuls (the head at every position), so the FLOP ratio is 1 and any speed-up is efficiency per FLOP.
+
+Both models: dropout 0.1 (GPT-2: embeddings, residuals and attention), global-norm clipping at 1.0, AdamW (lr 1e-4,
+betas 0.9/0.999, eps 1e-6, weight decay 0.01 on everything but biases and LayerNorms), fp32. sslm_jax:
+`training.step.make_train_step` compiled by `partitioning.jit_train_step` (state donated) on a one-device mesh; XLA
+on one CPU device with its own thread pool over the machine's cores. torch runs on
+`torch.set_num_threads(--threads)`.
 
 Each round times one sslm_jax step, one torch step and a few fp32 `jnp.dot`s, so a busy machine slows all three
 alike; rows give median seconds, and the medians over rounds of the per-round ratios: speed-up = torch s /
 sslm_jax s, and "of jnp.dot" = the sslm_jax step's FLOP/s (matmul FLOPs of forward + backward as computed,
 counted analytically: 3 x forward) / the matmuls' FLOP/s. "FLOP ratio" = transformers' step's matmul FLOPs /
-ours, counted the same way: the speed-up that equal efficiency per FLOP would give.
+ours, counted the same way: the speed-up that equal efficiency per FLOP would give. "P" = positions per row that
+the loss reads.
 """
 
 from __future__ import annotations
@@ -26,36 +40,49 @@ import re
 os.environ["XLA_FLAGS"] = re.sub(r"--xla_force_host_platform_device_count=\d+", "", os.environ.get("XLA_FLAGS", ""))
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sslm_jax.models import bert  # noqa: E402
+from sslm_jax.models import bert, gpt  # noqa: E402
 from sslm_jax.objectives import make_pretraining_loss  # noqa: E402
+from sslm_jax.objectives.causal_lm import make_causal_lm_loss  # noqa: E402
 from sslm_jax.training import optim, partitioning  # noqa: E402
-from sslm_jax.models.bert import train_flops_per_sequence  # noqa: E402
 from sslm_jax.training.step import make_train_step  # noqa: E402
 
-DEFAULT_BATCH = {"tiny": 32, "mini": 32, "small": 32, "medium": 32, "base": 8, "large": 8}
+DEFAULT_SIZES = {"bert": "tiny,mini,small,base", "gpt": "tiny,small"}
+DEFAULT_BATCH = {
+    "bert": {"tiny": 32, "mini": 32, "small": 32, "medium": 32, "base": 8, "large": 8},
+    # GPT-2's [batch, 128, 50257] fp32 logits (and their gradient) are 26 MB per row. 16 rows at tiny and 8 at small
+    # keep a full run (both sizes, 5 steps) within ~5 minutes on 2 cores, and far inside 24 GB.
+    "gpt": {"tiny": 16, "mini": 16, "small": 8, "medium": 4, "large": 2},
+}
+DEFAULT_VOCAB = {"bert": 30522, "gpt": 50257}
 LR, WD, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
 
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", default="tiny,mini,small,base", help="comma-separated sslm_jax.models.bert.SIZES")
-    p.add_argument("--batch", type=int, default=0, help="sequences per step; 0: 32 (8 for base and large)")
+    p.add_argument("--model", choices=sorted(DEFAULT_SIZES), default="bert", help="bert: masked LM; gpt: causal LM")
+    p.add_argument("--sizes", help="comma-separated sizes of the model's SIZES table; default: " + str(DEFAULT_SIZES))
+    p.add_argument("--batch", type=int, default=0, help="sequences per step; 0: " + str(DEFAULT_BATCH))
     p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--mask-rate", type=float, default=0.15)
-    p.add_argument("--vocab", type=int, default=30522)
+    p.add_argument("--mask-rate", type=float, default=0.15, help="bert only")
+    p.add_argument("--vocab", type=int, default=0, help="0: " + str(DEFAULT_VOCAB))
     p.add_argument("--steps", type=int, default=5, help="timed steps per side and size (after one warm-up)")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     p.add_argument("--matmul", type=int, default=2048, help="side of the square fp32 matmul used as the peak")
     p.add_argument("--matmul-repeats", type=int, default=5, help="matmuls timed after each step")
-    return p.parse_args()
+    args = p.parse_args()
+    args.sizes = args.sizes or DEFAULT_SIZES[args.model]
+    args.vocab = args.vocab or DEFAULT_VOCAB[args.model]
+    return args
 
 
 def make_batch(batch: int, seq: int, predictions: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -117,10 +144,21 @@ def matmul_step(n: int, repeats: int):
     return run
 
 
-def jax_step(config: bert.BertConfig, batch: dict):
-    model = bert.BertForMaskedLM(config)
+@dataclasses.dataclass
+class Case:
+    """One model size, ready to time: a step on each side (each returns its loss) and the FLOPs they compute."""
+
+    batch: int
+    predictions: int  # positions per row that the loss reads
+    run_jax: Callable[[], float]
+    run_torch: Callable[[], float]
+    flops: float  # matmul FLOPs of one sslm_jax step
+    torch_flops: float  # of one transformers step
+
+
+def jax_step(model, loss_fn, batch: dict) -> Callable[[], float]:
+    """`make_train_step` + AdamW for `model` and `loss_fn`, jitted with the state donated; each call is one step."""
     tx = optim.adamw(learning_rate=LR, weight_decay=WD, eps=EPS, max_grad_norm=CLIP)
-    loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
     mesh = partitioning.create_mesh((1, 1, 1), devices=jax.devices()[:1])
     state, shardings = partitioning.create_train_state(model, tx, jax.random.key(0), mesh, seq_len=8)
     sharding = partitioning.batch_sharding(mesh)
@@ -136,24 +174,16 @@ def jax_step(config: bert.BertConfig, batch: dict):
     return run
 
 
-def torch_step(config: bert.BertConfig, batch: dict, torch, transformers):
-    torch.manual_seed(0)
-    hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
-    model = transformers.BertForMaskedLM(hf_config).train()
-    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
-    rest = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+def torch_step(model, inputs: dict, no_decay: Callable[[str], bool], torch) -> Callable[[], float]:
+    """One training step of a transformers model called as `model(**inputs).loss`: clipping, then torch AdamW with
+    no weight decay on the parameters whose names `no_decay` picks (biases and LayerNorms)."""
+    model.train()
+    named = list(model.named_parameters())  # tied weights once
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": WD}, {"params": rest, "weight_decay": 0.0}], lr=LR, betas=(0.9, 0.999),
-        eps=EPS,
+        [{"params": [p for n, p in named if not no_decay(n)], "weight_decay": WD},
+         {"params": [p for n, p in named if no_decay(n)], "weight_decay": 0.0}],
+        lr=LR, betas=(0.9, 0.999), eps=EPS,
     )  # fmt: skip
-    labels = np.full(batch["input_ids"].shape, -100, np.int64)
-    np.put_along_axis(labels, batch["masked_positions"], batch["masked_ids"], axis=1)
-    inputs = dict(
-        input_ids=torch.from_numpy(batch["input_ids"].astype(np.int64)),
-        attention_mask=torch.from_numpy(batch["attention_mask"].astype(np.int64)),
-        token_type_ids=torch.from_numpy(batch["token_type_ids"].astype(np.int64)),
-        labels=torch.from_numpy(labels),
-    )
 
     def run():
         loss = model(**inputs).loss
@@ -166,33 +196,91 @@ def torch_step(config: bert.BertConfig, batch: dict, torch, transformers):
     return run
 
 
-def bench_size(size: str, args, run_dot, torch, transformers) -> dict:
-    batch_size = args.batch or DEFAULT_BATCH[size]
+def _as_torch(torch, **arrays) -> dict:
+    return {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in arrays.items()}
+
+
+def bert_case(size: str, args, torch, transformers) -> Case:
+    batch_size = args.batch or DEFAULT_BATCH["bert"][size]
     predictions = round(args.mask_rate * args.seq / 5) * 5 or 1  # 15 % of 128 -> 20 (google-research/bert)
     config = bert.BertConfig.from_size(size, vocab_size=args.vocab, max_position_embeddings=max(512, args.seq))
     batch = make_batch(batch_size, args.seq, predictions, args.vocab)
-    run_jax, run_torch = jax_step(config, batch), torch_step(config, batch, torch, transformers)
+    model = bert.BertForMaskedLM(config)
+    run_jax = jax_step(model, make_pretraining_loss(model, use_nsp=False, segment_attention=False), batch)
+    torch.manual_seed(0)
+    hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+    labels = np.full(batch["input_ids"].shape, -100, np.int64)
+    np.put_along_axis(labels, batch["masked_positions"], batch["masked_ids"], axis=1)
+    inputs = _as_torch(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"], labels=labels)  # fmt: skip
+    run_torch = torch_step(
+        transformers.BertForMaskedLM(hf_config), inputs, lambda n: n.endswith("bias") or "LayerNorm" in n, torch
+    )
+    return Case(
+        batch=batch_size,
+        predictions=predictions,
+        run_jax=run_jax,
+        run_torch=run_torch,
+        flops=train_flops(config, batch_size, args.seq, predictions),
+        # transformers runs every layer and the whole head on all rows: the model FLOPs with no masked positions.
+        torch_flops=batch_size * bert.train_flops_per_sequence(config, args.seq, None),
+    )
+
+
+def make_causal_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Full rows of random ids (one window of a token stream each, as HF's run_clm cuts them): all real, every
+    token but a row's first a target."""
+    ones = np.ones((batch, seq), np.int32)
+    return dict(
+        input_ids=np.random.RandomState(seed).randint(0, vocab, (batch, seq)).astype(np.int32),
+        attention_mask=ones,
+        segment_ids=ones,
+        position_ids=np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy(),
+        loss_weights=ones.astype(np.float32),
+    )
+
+
+def gpt_case(size: str, args, torch, transformers) -> Case:
+    batch_size = args.batch or DEFAULT_BATCH["gpt"][size]
+    config = gpt.GPTConfig.from_size(size, vocab_size=args.vocab, max_position_embeddings=max(1024, args.seq))
+    batch = make_causal_batch(batch_size, args.seq, args.vocab)
+    model = gpt.GPTLMHeadModel(config)
+    run_jax = jax_step(model, make_causal_lm_loss(model, segment_attention=False), batch)
+    torch.manual_seed(0)
+    hf_config = transformers.GPT2Config(**config.to_hf_dict(), attn_implementation="sdpa")
+    inputs = _as_torch(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       labels=batch["input_ids"])  # fmt: skip
+    # GPT-2's LayerNorms are ln_1, ln_2 and ln_f.
+    run_torch = torch_step(
+        transformers.GPT2LMHeadModel(hf_config), inputs, lambda n: n.endswith("bias") or ".ln_" in n, torch
+    )
+    flops = batch_size * gpt.train_flops_per_sequence(config, args.seq)  # the same on both sides
+    return Case(batch_size, args.seq - 1, run_jax, run_torch, flops=flops, torch_flops=flops)
+
+
+CASES = {"bert": bert_case, "gpt": gpt_case}
+
+
+def bench_size(size: str, args, run_dot, torch, transformers) -> dict:
+    case = CASES[args.model](size, args, torch, transformers)
     start = time.perf_counter()
-    first_jax = run_jax()  # compiles
+    first_jax = case.run_jax()  # compiles
     compile_s = time.perf_counter() - start
-    first_torch = run_torch()
-    flops = train_flops(config, batch_size, args.seq, predictions)
-    # transformers runs every layer and the whole head on all rows: the model FLOPs with no masked positions.
-    torch_flops = batch_size * train_flops_per_sequence(config, args.seq, None)
+    first_torch = case.run_torch()
     dot_flops = 2.0 * args.matmul**3 * args.matmul_repeats
     j_times, t_times, d_times = [], [], []
     for _ in range(args.steps):  # interleaved, so that a change of load hits all three alike
-        j_times.append(_time(run_jax))
-        t_times.append(_time(run_torch))
+        j_times.append(_time(case.run_jax))
+        t_times.append(_time(case.run_torch))
         d_times.append(_time(run_dot))
     # Ratios are taken per round (the three timings of a round saw the same neighbours), then the median.
     speedup = statistics.median(t / j for j, t in zip(j_times, t_times))
-    of_peak = statistics.median((flops / j) / (dot_flops / d) for j, d in zip(j_times, d_times))
+    of_peak = statistics.median((case.flops / j) / (dot_flops / d) for j, d in zip(j_times, d_times))
     j, t, d = (statistics.median(x) for x in (j_times, t_times, d_times))
-    tokens = batch_size * args.seq
-    return dict(size=size, batch=batch_size, P=predictions, jax_s=j, torch_s=t, jax_tps=tokens / j,
-                torch_tps=tokens / t, speedup=speedup, flops_s=flops / j, peak=dot_flops / d, of_peak=of_peak,
-                flop_ratio=torch_flops / flops, compile_s=compile_s,
+    tokens = case.batch * args.seq
+    return dict(size=size, batch=case.batch, P=case.predictions, jax_s=j, torch_s=t, jax_tps=tokens / j,
+                torch_tps=tokens / t, speedup=speedup, flops_s=case.flops / j, peak=dot_flops / d, of_peak=of_peak,
+                flop_ratio=case.torch_flops / case.flops, compile_s=compile_s,
                 loss=(first_jax, first_torch))  # fmt: skip
 
 
@@ -209,8 +297,9 @@ def main():
         f"transformers {transformers.__version__}"
     )
     run_dot = matmul_step(args.matmul, args.matmul_repeats)
-    print(f"# seq {args.seq}, vocab {args.vocab}, {args.steps} timed steps per side; peak = fp32 jnp.dot "
-          f"{args.matmul}x{args.matmul} timed between the steps")  # fmt: skip
+    objective = {"bert": "BERT masked LM", "gpt": "GPT-2 causal LM"}[args.model]
+    print(f"# {objective}: seq {args.seq}, vocab {args.vocab}, {args.steps} timed steps per side; peak = fp32 "
+          f"jnp.dot {args.matmul}x{args.matmul} timed between the steps")  # fmt: skip
     print("| size | batch | P | sslm_jax s/step | torch s/step | sslm_jax tok/s | torch tok/s | speed-up "
           "| FLOP ratio | sslm_jax GFLOP/s | jnp.dot GFLOP/s | of jnp.dot | first loss (jax / torch) | compile s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -145,10 +145,14 @@ def _generate(
     top_p: float,
     eos_id: int | None,
     pad_id: int,
+    context_length: int,
 ) -> GenerateOutput:
     batch, bucket = prompt_ids.shape
-    # Prefill writes `bucket` slots; decode writes slot len - 1 + j at step j < max_new_tokens.
-    cache = init_cache(model.config, batch, bucket + max_new_tokens)
+    # Prefill writes `bucket` slots; decode writes slot len - 1 + j at step j < max_new_tokens, so the cache needs
+    # max(bucket, longest - 1 + max_new_tokens) slots. Both are at most the context (the bucket is capped at it and
+    # `generate` checks longest + max_new_tokens), so bucket + max_new_tokens, capped at the context, is enough:
+    # a 40-token prompt (bucket 64) + 24 new tokens fits a 64-position model.
+    cache = init_cache(model.config, batch, min(bucket + max_new_tokens, context_length))
     cache = prefill(model, params, prompt_ids, prompt_lengths, cache)
     last_prompt_token = jnp.take_along_axis(prompt_ids, (prompt_lengths - 1)[:, None], axis=1)[:, 0]
     tokens = jnp.full((batch, max_new_tokens), pad_id, jnp.int32)
@@ -175,7 +179,6 @@ def _generate(
     return GenerateOutput(tokens=tokens, lengths=lengths)
 
 
-@functools.lru_cache(maxsize=32)
 def compiled_generate(
     model,
     *,
@@ -186,13 +189,22 @@ def compiled_generate(
     top_p: float = 1.0,
     eos_id: int | None = None,
     pad_id: int = 0,
+    context_length: int | None = None,
 ):
     """The jitted `(params, prompt_ids [B, bucket], prompt_lengths [B], rng) -> GenerateOutput` for these settings.
 
     Cached on the settings (so `model` and `init_cache` must be hashable and stable: a module-level function, not a
-    fresh lambda); jax's own cache then holds one compilation per (batch, bucket) shape. No input checks: use
-    `generate`, which validates, pads to the bucket and calls this.
+    fresh lambda); jax's own cache then holds one compilation per (batch, bucket) shape. `context_length` None reads
+    the model's (`model_context`); the KV cache never grows past it. No input checks: use `generate`, which
+    validates, pads to the bucket and calls this.
     """
+    context = model_context(model) if context_length is None else int(context_length)
+    return _compiled_generate(model, init_cache, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id, context)
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_generate(model, init_cache, max_new_tokens, temperature, top_k, top_p, eos_id, pad_id, context_length):
+    # Positional, so that a setting passed explicitly and the same setting left at its default share one entry.
     return jax.jit(
         functools.partial(
             _generate,
@@ -204,6 +216,7 @@ def compiled_generate(
             top_p=float(top_p),
             eos_id=eos_id,
             pad_id=pad_id,
+            context_length=context_length,
         )
     )
 
@@ -282,5 +295,6 @@ def generate(
         top_p=float(top_p),
         eos_id=None if eos_id is None else int(eos_id),
         pad_id=int(pad_id),
+        context_length=context,
     )
     return fn(params, jnp.asarray(padded), jnp.asarray(lengths, jnp.int32), rng)
