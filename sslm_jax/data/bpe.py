@@ -213,10 +213,10 @@ class BPETokenizer:
         strings = tf.convert_to_tensor(strings, tf.string)
         segments = tf.strings.split(strings, sep=EOT)
         texts = segments.flat_values
-        begin, end = bpe_ops.word_offsets(texts, self._classes)
-        lengths = end.flat_values - begin.flat_values
-        words = tf.strings.substr(tf.gather(texts, begin.value_rowids()), begin.flat_values, lengths)
-        return tf.RaggedTensor.from_row_splits(begin.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
+        lengths = bpe_ops.word_lengths(texts, self._classes)
+        begin = (tf.cumsum(lengths, axis=1) - lengths).flat_values
+        words = tf.strings.substr(tf.gather(texts, lengths.value_rowids()), begin, lengths.flat_values)
+        return tf.RaggedTensor.from_row_splits(lengths.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
