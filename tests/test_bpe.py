@@ -314,5 +314,6 @@ def test_missing_directory_names_the_vocab_file(tmp_path):
 
 
 def test_byte_only_vocabulary_needs_no_merges(tmp_path):
-    tok = bpe.load_bpe(_write(tmp_path, _byte_vocab(), merges="#version: 0.2\n"))
+    tok = bpe.load_bpe(_write(tmp_path, _byte_vocab(**{"<pad> token": 257}), merges="#version: 0.2\n"))
     assert tok.tokenize(["hé!"]).to_list() == [[tok.vocab[c] for c in "hÃ©!"]]
+    assert tok.decode([257, tok.vocab["Ġ"], tok.vocab["Ã"], tok.vocab["©"]]) == "<pad> token é"

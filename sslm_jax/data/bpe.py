@@ -16,11 +16,11 @@ are silently ignored by the constructor, giving an empty vocabulary). HF's pipel
    another Unicode version than HF's Oniguruma, so we do not run that regex on the text. Each code point is
    mapped to a one-letter class (letter, number, space, other whitespace, other; the letters of the
    contractions and the apostrophe stay themselves), the classes having been read once per process from HF's
-   own pre-tokeniser over every code point (`bpe_ops.code_point_classes`, ~5 s). `\\s+(?!\\S)` needs to know whether
-   the next character is whitespace: a whitespace character followed by whitespace (or by the end) becomes
+   own pre-tokeniser over every code point (`bpe_ops.code_point_classes`, ~5 s). `\\s+(?!\\S)` needs to know
+   whether the next character is whitespace: a whitespace character followed by whitespace (or by the end) becomes
    class "I", one followed by anything else " " (a space) or "W" (other whitespace). Then the lookahead-free
-   `bpe_ops.CLASS_PATTERN` over this class string (one class byte per text byte) matches exactly where GPT-2's regex
-   matches over the text, and its byte offsets cut the text.
+   `bpe_ops.CLASS_PATTERN` over this class string (one class byte per text byte) matches exactly where GPT-2's
+   regex matches over the text, so the lengths of its matches cut the text into words.
 3. Each word's UTF-8 bytes map to the 256 one-byte tokens (GPT-2's `byte_alphabet` spells them in vocab.json).
 4. BPE: every round merges, in every word, all occurrences (left to right, non-overlapping) of the adjacent pair
    with the lowest merge rank; a word is done when no adjacent pair has a rank. This equals HF's
@@ -181,8 +181,13 @@ class BPETokenizer:
         self._merges = bpe_ops.Merges(self.vocab, merges, where=where)
         self.vocab_size = self._merges.vocab_size
         self.num_merges = self._merges.num_merges
-        self._id_to_token = {i: t for t, i in self.vocab.items()}
-        self._byte_of_char = {c: b for b, c in byte_alphabet().items()}
+        byte_of_char = {c: b for b, c in byte_alphabet().items()}
+        # A token spelled outside the byte alphabet (an added token of some other vocabulary) stands for its own
+        # UTF-8 text, as in HF's ByteLevel decoder.
+        self._token_bytes = {
+            i: bytes(byte_of_char[c] for c in t) if all(c in byte_of_char for c in t) else t.encode("utf-8")
+            for t, i in self.vocab.items()
+        }
         self._classes = tf.constant(bpe_ops.code_point_classes())
         self._tokenize = tf.function(
             self._tokenize_vector, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
@@ -221,10 +226,9 @@ class BPETokenizer:
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
         try:
-            text = "".join(self._id_to_token[int(i)] for i in ids)
+            return b"".join(self._token_bytes[int(i)] for i in ids)
         except KeyError as e:
             raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
-        return bytes(self._byte_of_char[c] for c in text)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Python ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""

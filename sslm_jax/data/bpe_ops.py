@@ -3,7 +3,7 @@
     classes = tf.constant(code_point_classes())           # once per process, ~5 s
     words = word_bytes(tf.constant(["it's  a"]), classes)  # [[[105, 116], [39, 115], [32], [32, 97]]]
     merges = Merges(vocab, [("Ġ", "a"), ...])               # validates; tensors only, no lookup-table resource
-    merges.apply(words.values)                             # ids [[105, 116], [39, 115], [220], [id of "Ġa"]]
+    merges.apply(words.values)                             # ids of [["it"], ["'s"], ["Ġ"], ["Ġa"]]
 
 Nothing here is a py_function or a stateful op (no TensorArray, no hash table, no tf.function call), so a
 tf.data pipeline built on it can save and restore its iterator exactly. See bpe.py's docstring for the parity
