@@ -25,7 +25,9 @@ are silently ignored by the constructor, giving an empty vocabulary). HF's pipel
 4. BPE: every round merges, in every word, all occurrences (left to right, non-overlapping) of the adjacent pair
    with the lowest merge rank; a word is done when no adjacent pair has a rank. This equals HF's
    one-merge-at-a-time heap whenever a merge's result only takes part in later merges (true of any trained
-   merges.txt: a pair can only be learned after its parts exist). Pairs are int64 keys `left_id * V + right_id`
+   merges.txt: a pair can only be learned after its parts exist). For other files (a token made by two merges,
+   one after a merge that uses it) rounds merge only the leftmost lowest pair of each word: HF's order exactly,
+   in more rounds (`Merges.one_at_a_time`, checked at load). Pairs are int64 keys `left_id * V + right_id`
    looked up by binary search in a sorted constant (no hash-table resource in the graph). HF caches words;
    in-graph, (a) words repeated in a batch are merged once (`tf.unique`), and (b) a word whose bytes are a token
    that BPE rebuilds whole (found once at load by running BPE on every token) is looked up, not merged. So

@@ -141,8 +141,16 @@ class Merges:
         self._keys = tf.constant(np.array(keys, np.int64).reshape(-1))
         self._ranks = tf.constant(np.array([table[k][0] for k in keys], np.int32).reshape(-1))
         merged = np.zeros(max(len(merges), 1), np.int32)
+        made_at = {}  # token id -> the last rank that makes it
         for rank, new_id in table.values():
             merged[rank] = new_id
+            made_at[new_id] = max(made_at.get(new_id, -1), rank)
+        # Merging every occurrence of a word's lowest pair in one round is HF's order only if no merge uses a token
+        # that a later merge makes too (true of trained files); otherwise merge one pair per word per round.
+        self.one_at_a_time = any(
+            max(made_at.get(key // self.vocab_size, -1), made_at.get(key % self.vocab_size, -1)) > rank
+            for key, (rank, _) in table.items()
+        )
         self._merged_id = tf.constant(merged)  # rank -> id of the merged token
         self._byte_ids = tf.constant([vocab[alphabet[b]] for b in range(256)], tf.int32)
         self._whole = self._whole_words(vocab)
@@ -193,7 +201,7 @@ class Merges:
         # round is its number of ops, and setting finished words aside would add more ops than it saves.
         def merge_round(ids, rows, ranks):
             token_min = tf.gather(tf.math.unsorted_segment_min(ranks, rows, num_words), rows)
-            ids, rows = self._merge_lowest(ids, rows, ranks, token_min)
+            ids, rows = self._merge_lowest(ids, rows, ranks, token_min, num_words)
             return ids, rows, self._pair_ranks(ids, rows)
 
         ids, rows, _ = tf.while_loop(
@@ -212,18 +220,23 @@ class Merges:
         found = (tf.gather(self._keys, at) == keys) & ~last
         return tf.where(found, tf.gather(self._ranks, at), _INF)
 
-    def _merge_lowest(self, ids, rows, ranks, token_min):
-        """Merges, in each word, every occurrence of its lowest-rank pair, left to right without overlap.
+    def _merge_lowest(self, ids, rows, ranks, token_min, num_words):
+        """Merges, in each word, every occurrence of its lowest-rank pair, left to right without overlap (only
+        the leftmost one if `one_at_a_time`).
 
         Example: symbols [a a a b] with the pair (a a) lowest: candidates at 0 and 1 overlap; within a run of
         consecutive candidates only every other one (0, 2, ...) merges -> [aa a b].
         """
         candidate = (ranks == token_min) & (ranks < _INF)  # never at a word's last token: its rank is _INF there
-        run_start = candidate & ~_shift_right(candidate, False)
-        run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int32)) - 1, 0)
-        start_position = tf.cast(tf.where(run_start)[:, 0], tf.int32)
-        offset = tf.range(tf.size(ids)) - tf.gather(start_position, run)
-        merge_at = candidate & (offset % 2 == 0)
+        position = tf.range(tf.size(ids))
+        if self.one_at_a_time:
+            first = tf.math.unsorted_segment_min(tf.where(candidate, position, _INF), rows, num_words)
+            merge_at = candidate & (position == tf.gather(first, rows))
+        else:
+            run_start = candidate & ~_shift_right(candidate, False)
+            run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int32)) - 1, 0)
+            start_position = tf.cast(tf.where(run_start)[:, 0], tf.int32)
+            merge_at = candidate & ((position - tf.gather(start_position, run)) % 2 == 0)
         merged = tf.where(merge_at, tf.gather(self._merged_id, tf.where(merge_at, ranks, 0)), ids)
         keep = ~_shift_right(merge_at, False)  # the right half of a merged pair goes
         return tf.boolean_mask(merged, keep), tf.boolean_mask(rows, keep)
