@@ -314,5 +314,22 @@ def test_missing_directory_names_the_vocab_file(tmp_path):
 
 
 def test_byte_only_vocabulary_needs_no_merges(tmp_path):
-    tok = bpe.load_bpe(_write(tmp_path, _byte_vocab(), merges="#version: 0.2\n"))
+    tok = bpe.load_bpe(_write(tmp_path, _byte_vocab(**{"<pad> token": 257}), merges="#version: 0.2\n"))
     assert tok.tokenize(["hé!"]).to_list() == [[tok.vocab[c] for c in "hÃ©!"]]
+    assert tok.decode([257, tok.vocab["Ġ"], tok.vocab["Ã"], tok.vocab["©"]]) == "<pad> token é"
+
+
+def test_merges_that_remake_a_used_token_follow_hf_order(tmp_path):
+    """"abc" is made by merge 2 and again by merge 4, after merge 3 uses it: merging every lowest pair of a word
+    at once would give [abc, abc] for "abcabc"; HF's heap (and we) give [abca, bc]."""
+    vocab = _byte_vocab(bc=257, ab=258, abc=259, abca=260)
+    merges = "#version: 0.2\nb c\na b\nab c\nabc a\na bc\n"
+    tok = bpe.load_bpe(_write(tmp_path, vocab, merges))
+    assert tok._merges.one_at_a_time
+    texts = ["abcabc", "abcabcabc abc abca bcabc", "aabbcc abab"]
+    assert tok.tokenize("abcabc").numpy().tolist() == [260, 257]
+    _assert_same_ids(tok, texts)
+
+
+def test_trained_merges_merge_all_occurrences_at_once(toks):
+    assert not any(tok._merges.one_at_a_time for tok in toks.values())

@@ -16,16 +16,18 @@ are silently ignored by the constructor, giving an empty vocabulary). HF's pipel
    another Unicode version than HF's Oniguruma, so we do not run that regex on the text. Each code point is
    mapped to a one-letter class (letter, number, space, other whitespace, other; the letters of the
    contractions and the apostrophe stay themselves), the classes having been read once per process from HF's
-   own pre-tokeniser over every code point (`bpe_ops.code_point_classes`, ~5 s). `\\s+(?!\\S)` needs to know whether
-   the next character is whitespace: a whitespace character followed by whitespace (or by the end) becomes
+   own pre-tokeniser over every code point (`bpe_ops.code_point_classes`, ~5 s). `\\s+(?!\\S)` needs to know
+   whether the next character is whitespace: a whitespace character followed by whitespace (or by the end) becomes
    class "I", one followed by anything else " " (a space) or "W" (other whitespace). Then the lookahead-free
-   `bpe_ops.CLASS_PATTERN` over this class string (one class byte per text byte) matches exactly where GPT-2's regex
-   matches over the text, and its byte offsets cut the text.
+   `bpe_ops.CLASS_PATTERN` over this class string (one class byte per text byte) matches exactly where GPT-2's
+   regex matches over the text, so the lengths of its matches cut the text into words.
 3. Each word's UTF-8 bytes map to the 256 one-byte tokens (GPT-2's `byte_alphabet` spells them in vocab.json).
 4. BPE: every round merges, in every word, all occurrences (left to right, non-overlapping) of the adjacent pair
    with the lowest merge rank; a word is done when no adjacent pair has a rank. This equals HF's
    one-merge-at-a-time heap whenever a merge's result only takes part in later merges (true of any trained
-   merges.txt: a pair can only be learned after its parts exist). Pairs are int64 keys `left_id * V + right_id`
+   merges.txt: a pair can only be learned after its parts exist). For other files (a token made by two merges,
+   one after a merge that uses it) rounds merge only the leftmost lowest pair of each word: HF's order exactly,
+   in more rounds (`Merges.one_at_a_time`, checked at load). Pairs are int64 keys `left_id * V + right_id`
    looked up by binary search in a sorted constant (no hash-table resource in the graph). HF caches words;
    in-graph, (a) words repeated in a batch are merged once (`tf.unique`), and (b) a word whose bytes are a token
    that BPE rebuilds whole (found once at load by running BPE on every token) is looked up, not merged. So
@@ -181,8 +183,13 @@ class BPETokenizer:
         self._merges = bpe_ops.Merges(self.vocab, merges, where=where)
         self.vocab_size = self._merges.vocab_size
         self.num_merges = self._merges.num_merges
-        self._id_to_token = {i: t for t, i in self.vocab.items()}
-        self._byte_of_char = {c: b for b, c in byte_alphabet().items()}
+        byte_of_char = {c: b for b, c in byte_alphabet().items()}
+        # A token spelled outside the byte alphabet (an added token of some other vocabulary) stands for its own
+        # UTF-8 text, as in HF's ByteLevel decoder.
+        self._token_bytes = {
+            i: bytes(byte_of_char[c] for c in t) if all(c in byte_of_char for c in t) else t.encode("utf-8")
+            for t, i in self.vocab.items()
+        }
         self._classes = tf.constant(bpe_ops.code_point_classes())
         self._tokenize = tf.function(
             self._tokenize_vector, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False
@@ -220,18 +227,17 @@ class BPETokenizer:
         strings = tf.convert_to_tensor(strings, tf.string)
         segments = tf.strings.split(strings, sep=EOT)
         texts = segments.flat_values
-        begin, end = bpe_ops.word_offsets(texts, self._classes)
-        lengths = end.flat_values - begin.flat_values
-        words = tf.strings.substr(tf.gather(texts, begin.value_rowids()), begin.flat_values, lengths)
-        return tf.RaggedTensor.from_row_splits(begin.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
+        lengths = bpe_ops.word_lengths(texts, self._classes)
+        begin = (tf.cumsum(lengths, axis=1) - lengths).flat_values
+        words = tf.strings.substr(tf.gather(texts, lengths.value_rowids()), begin, lengths.flat_values)
+        return tf.RaggedTensor.from_row_splits(lengths.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
         """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
         try:
-            text = "".join(self._id_to_token[int(i)] for i in ids)
+            return b"".join(self._token_bytes[int(i)] for i in ids)
         except KeyError as e:
             raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
-        return bytes(self._byte_of_char[c] for c in text)
 
     def decode(self, ids: Iterable[int]) -> str:
         """Python ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""

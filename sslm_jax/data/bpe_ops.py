@@ -3,7 +3,7 @@
     classes = tf.constant(code_point_classes())           # once per process, ~5 s
     words = word_bytes(tf.constant(["it's  a"]), classes)  # [[[105, 116], [39, 115], [32], [32, 97]]]
     merges = Merges(vocab, [("Ġ", "a"), ...])               # validates; tensors only, no lookup-table resource
-    merges.apply(words.values)                             # ids [[105, 116], [39, 115], [220], [id of "Ġa"]]
+    merges.apply(words.values)                             # ids of [["it"], ["'s"], ["Ġ"], ["Ġa"]]
 
 Nothing here is a py_function or a stateful op (no TensorArray, no hash table, no tf.function call), so a
 tf.data pipeline built on it can save and restore its iterator exactly. See bpe.py's docstring for the parity
@@ -17,7 +17,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_text as tf_text
 
 from sslm_jax.data.tf_setup import hide_accelerators_from_tf
 from sslm_jax.errors import DataError
@@ -47,35 +46,40 @@ def byte_alphabet() -> dict[int, str]:
 # --- Pre-tokenisation -----------------------------------------------------------------------------------------
 
 
-def word_offsets(texts: tf.Tensor, classes: tf.Tensor) -> tuple[tf.RaggedTensor, tf.RaggedTensor]:
-    """Texts [M] -> the words' byte offsets (begin, end), each [M, (words)]; the words tile each text.
+def word_lengths(texts: tf.Tensor, classes: tf.Tensor) -> tf.RaggedTensor:
+    """Texts [M] -> the byte lengths [M, (words)] int64 of GPT-2's words, which tile each text.
 
-    `classes` is `code_point_classes()` as a tensor. Example: "it's  a" has the class string "Lt'sI L", which
-    `CLASS_PATTERN` splits into "Lt", "'s", "I", " L": begin [[0, 2, 4, 5]], end [[2, 4, 5, 7]].
+    `classes` is `code_point_classes()` as a tensor. Example: "it's  a" has the class string "Lt'sI L";
+    `CLASS_PATTERN` matches "Lt", "'s", "I", " L", so the words are "it", "'s", " ", " a": lengths [[2, 2, 1, 2]].
     """
     code_points, starts = tf.strings.unicode_decode_with_offsets(texts, "UTF-8", errors="replace")
     lengths = tf.cast(tf.strings.length(texts), tf.int64)
     last = last_in_row(starts)
-    ends = tf.where(last, tf.gather(lengths, starts.value_rowids()), _shift_left(starts.flat_values, 0))
+    # A code point ends where the next one starts; the last one of a text where the text ends.
+    text_ends = tf.boolean_mask(lengths, lengths > 0)
+    ends = tf.tensor_scatter_nd_update(_shift_left(starts.flat_values, 0), _last_positions(starts)[:, None], text_ends)
     cls = tf.cast(tf.gather(classes, code_points.flat_values), tf.int32)
     is_space = (cls == ord(_SPACE)) | (cls == ord(_WHITESPACE))
     next_space = _shift_left(is_space, True) | last  # the next code point is whitespace, or there is none
     cls = tf.where(is_space & next_space, ord("I"), tf.where(cls == ord(_WHITESPACE), ord("W"), cls))
-    # One class byte per text byte, so that offsets in the class string are offsets in the text.
+    # One class byte per text byte, so that lengths in the class string are lengths in the text.
     class_bytes = tf.repeat(cls, ends - starts.flat_values)
     class_text = tf.strings.unicode_encode(tf.RaggedTensor.from_row_lengths(class_bytes, lengths), "UTF-8")
-    _, begin, end = tf_text.regex_split_with_offsets(class_text, CLASS_PATTERN, CLASS_PATTERN)
-    return begin, end
+    # Mark the end of every match and split there: twice as fast as tf_text.regex_split_with_offsets, which
+    # also builds each word's string. "\x01" is no class letter; the piece after the last mark (only that
+    # piece) is empty.
+    pieces = tf.strings.split(tf.strings.regex_replace(class_text, CLASS_PATTERN, "\\0\x01"), sep="\x01")
+    piece_lengths = tf.cast(tf.strings.length(pieces.flat_values), tf.int64)
+    return tf.RaggedTensor.from_row_lengths(tf.boolean_mask(piece_lengths, piece_lengths > 0), pieces.row_lengths() - 1)
 
 
 def word_bytes(texts: tf.Tensor, classes: tf.Tensor) -> tf.RaggedTensor:
     """Texts [M] -> the words' bytes [M, (words), (bytes)] int32 (["it's"] -> [[[105, 116], [39, 115]]])."""
-    begin, _ = word_offsets(texts, classes)
+    lengths = word_lengths(texts, classes)
     text_bytes = tf.strings.unicode_decode(texts, "ISO-8859-1")  # one code point per byte, = the byte value
-    # The words tile the texts, so their starts in the flat bytes split them (substr would copy whole texts).
-    starts = tf.gather(text_bytes.row_splits, begin.value_rowids()) + begin.flat_values
-    splits = tf.concat([starts, tf.size(text_bytes.flat_values, out_type=tf.int64)[tf.newaxis]], axis=0)
-    return begin.with_flat_values(tf.RaggedTensor.from_row_splits(text_bytes.flat_values, splits, validate=False))
+    # The words tile the texts, so their lengths split the texts' flat bytes (substr would copy whole texts).
+    splits = tf.concat([[0], tf.cumsum(lengths.flat_values)], axis=0)
+    return lengths.with_flat_values(tf.RaggedTensor.from_row_splits(text_bytes.flat_values, splits, validate=False))
 
 
 @functools.lru_cache(maxsize=1)
@@ -137,8 +141,16 @@ class Merges:
         self._keys = tf.constant(np.array(keys, np.int64).reshape(-1))
         self._ranks = tf.constant(np.array([table[k][0] for k in keys], np.int32).reshape(-1))
         merged = np.zeros(max(len(merges), 1), np.int32)
+        made_at = {}  # token id -> the last rank that makes it
         for rank, new_id in table.values():
             merged[rank] = new_id
+            made_at[new_id] = max(made_at.get(new_id, -1), rank)
+        # Merging every occurrence of a word's lowest pair in one round is HF's order only if no merge uses a token
+        # that a later merge makes too (true of trained files); otherwise merge one pair per word per round.
+        self.one_at_a_time = any(
+            max(made_at.get(key // self.vocab_size, -1), made_at.get(key % self.vocab_size, -1)) > rank
+            for key, (rank, _) in table.items()
+        )
         self._merged_id = tf.constant(merged)  # rank -> id of the merged token
         self._byte_ids = tf.constant([vocab[alphabet[b]] for b in range(256)], tf.int32)
         self._whole = self._whole_words(vocab)
@@ -189,7 +201,7 @@ class Merges:
         # round is its number of ops, and setting finished words aside would add more ops than it saves.
         def merge_round(ids, rows, ranks):
             token_min = tf.gather(tf.math.unsorted_segment_min(ranks, rows, num_words), rows)
-            ids, rows = self._merge_lowest(ids, rows, ranks, token_min)
+            ids, rows = self._merge_lowest(ids, rows, ranks, token_min, num_words)
             return ids, rows, self._pair_ranks(ids, rows)
 
         ids, rows, _ = tf.while_loop(
@@ -208,18 +220,23 @@ class Merges:
         found = (tf.gather(self._keys, at) == keys) & ~last
         return tf.where(found, tf.gather(self._ranks, at), _INF)
 
-    def _merge_lowest(self, ids, rows, ranks, token_min):
-        """Merges, in each word, every occurrence of its lowest-rank pair, left to right without overlap.
+    def _merge_lowest(self, ids, rows, ranks, token_min, num_words):
+        """Merges, in each word, every occurrence of its lowest-rank pair, left to right without overlap (only
+        the leftmost one if `one_at_a_time`).
 
         Example: symbols [a a a b] with the pair (a a) lowest: candidates at 0 and 1 overlap; within a run of
         consecutive candidates only every other one (0, 2, ...) merges -> [aa a b].
         """
         candidate = (ranks == token_min) & (ranks < _INF)  # never at a word's last token: its rank is _INF there
-        run_start = candidate & ~_shift_right(candidate, False)
-        run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int32)) - 1, 0)
-        start_position = tf.cast(tf.where(run_start)[:, 0], tf.int32)
-        offset = tf.range(tf.size(ids)) - tf.gather(start_position, run)
-        merge_at = candidate & (offset % 2 == 0)
+        position = tf.range(tf.size(ids))
+        if self.one_at_a_time:
+            first = tf.math.unsorted_segment_min(tf.where(candidate, position, _INF), rows, num_words)
+            merge_at = candidate & (position == tf.gather(first, rows))
+        else:
+            run_start = candidate & ~_shift_right(candidate, False)
+            run = tf.maximum(tf.cumsum(tf.cast(run_start, tf.int32)) - 1, 0)
+            start_position = tf.cast(tf.where(run_start)[:, 0], tf.int32)
+            merge_at = candidate & ((position - tf.gather(start_position, run)) % 2 == 0)
         merged = tf.where(merge_at, tf.gather(self._merged_id, tf.where(merge_at, ranks, 0)), ids)
         keep = ~_shift_right(merge_at, False)  # the right half of a merged pair goes
         return tf.boolean_mask(merged, keep), tf.boolean_mask(rows, keep)
@@ -236,6 +253,16 @@ def _shift_right(x: tf.Tensor, fill) -> tf.Tensor:
 
 
 def last_in_row(ragged: tf.RaggedTensor) -> tf.Tensor:
-    """[rows, (k)] -> [flat] bool, True at each row's last value ([[a, b], [], [c]] -> [False, True, True])."""
-    position = tf.range(tf.size(ragged.flat_values, out_type=tf.int64))
-    return position + 1 == tf.gather(ragged.row_splits[1:], ragged.value_rowids())
+    """[rows, (k)] -> [flat] bool, True at each row's last value ([[a, b], [], [c]] -> [False, True, True]).
+
+    A scatter at the rows' ends: `value_rowids()` would cost as much as decoding the text.
+    """
+    last = _last_positions(ragged)
+    size = tf.shape(ragged.flat_values, out_type=tf.int64)
+    return tf.scatter_nd(last[:, tf.newaxis], tf.ones_like(last, tf.bool), size)
+
+
+def _last_positions(ragged: tf.RaggedTensor) -> tf.Tensor:
+    """Flat positions of the non-empty rows' last values ([[a, b], [], [c]] -> [1, 2])."""
+    limits = ragged.row_splits[1:]
+    return tf.boolean_mask(limits, limits > ragged.row_splits[:-1]) - 1
