@@ -33,6 +33,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.param_dtype = "float32"
     c.model.remat = False  # recompute layer activations in the backward pass (saves memory, costs ~1/3 FLOPs).
     c.model.attention_implementation = ""  # "" lets XLA choose; "cudnn" forces the fused GPU kernel.
+    # ELECTRA: the generator's hidden size as a fraction of the discriminator's; 0 = the size's default (1/4 for
+    # tiny/mini/small, 1/3 for base). It must give whole attention heads of the discriminator's head size.
+    c.model.generator_hidden_fraction = 0.0
 
     # --- Data -----------------------------------------------------------------------------------------------
     c.data = ml_collections.ConfigDict()
@@ -80,6 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.adam_b2 = 0.999
     c.adam_eps = 1e-6
     c.max_grad_norm = 1.0  # global-norm clipping; 0 disables.
+    c.disc_weight = 50.0  # ELECTRA: weight of the replaced-token-detection loss next to the generator's MLM loss.
 
     # --- Parallelism ----------------------------------------------------------------------------------------
     c.parallelism = "jit"  # "jit" (sharded jit on a mesh) | "pmap" (data parallel only).

@@ -17,6 +17,7 @@ BUILTIN = {
     "classify": "sslm_jax.tasks.classification",
     "causal_lm": "sslm_jax.tasks.causal_lm",
     "causal_sft": "sslm_jax.tasks.causal_sft",
+    "electra": "sslm_jax.tasks.electra",
 }
 
 

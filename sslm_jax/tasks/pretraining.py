@@ -56,7 +56,7 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
         loss_fn=loss_fn,
         train_data=functools.partial(dataset, split="train"),
         eval_data=functools.partial(dataset, split="eval"),
-        eval_step=functools.partial(_eval_step, make_eval_step(loss_fn), model_config.vocab_size),
+        eval_step=functools.partial(eval_step, make_eval_step(loss_fn), model_config.vocab_size),
         summarize=functools.partial(summarize, loss_fn.finalize),
         seq_len=d.max_seq_len,
         flops_per_sequence=family.train_flops(model_config, d.max_seq_len, d.max_predictions_per_seq),
@@ -67,7 +67,7 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     )
 
 
-def _eval_step(sums_step, vocab_size, params, batch):
+def eval_step(sums_step, vocab_size, params, batch):
     """The eval sums, plus a histogram of the masked labels for the unigram baseline."""
     sums = sums_step(params, batch)
     sums["label_counts"] = jnp.zeros(vocab_size, jnp.float32).at[batch["masked_ids"]].add(batch["masked_weights"])
