@@ -32,8 +32,9 @@ CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 
 
-def read_config(file: pathlib.Path, *, model_type: str) -> dict[str, Any]:
-    """config.json as a dict; CheckpointError when it is missing, not a JSON object or of another `model_type`."""
+def read_config(file: pathlib.Path, *, model_type: str | None) -> dict[str, Any]:
+    """config.json as a dict; CheckpointError when it is missing, not a JSON object or of another `model_type`
+    (None: any, for a caller that words that error itself)."""
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; a Hugging Face checkpoint directory needs config.json")
     try:
@@ -42,7 +43,7 @@ def read_config(file: pathlib.Path, *, model_type: str) -> dict[str, Any]:
         raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{file}: expected a JSON object, found {type(d).__name__}")
-    if d.get("model_type") != model_type:
+    if model_type is not None and d.get("model_type") != model_type:
         raise CheckpointError(
             f"{file}: model_type={d.get('model_type')!r}; only {model_type!r} checkpoints can be loaded here"
         )
