@@ -5,4 +5,5 @@
 HF_MODULES = {
     "bert": "sslm_jax.interop.huggingface",
     "gpt2": "sslm_jax.interop.hf_gpt2",
+    "electra": "sslm_jax.interop.hf_electra",
 }

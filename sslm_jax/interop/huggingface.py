@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import pathlib
 import re
@@ -141,30 +140,6 @@ def _hf_name(path: tuple[str, ...]) -> str:
         if re.fullmatch(pattern, module):
             return f"{re.sub(pattern, replacement, module)}.{_LEAVES[leaf]}"
     raise CheckpointError(f"parameter {'/'.join(path)} has no Hugging Face counterpart")
-
-
-def _kernel_in_dims(path: tuple[str, ...]) -> int:
-    # The attention output projection reads [heads, head_dim]; every other kernel reads one axis.
-    return 2 if path[-3:-1] == ("attention", "output") else 1
-
-
-def _to_hf(path: tuple[str, ...], x: np.ndarray) -> np.ndarray:
-    """Our layout -> torch layout: kernel [in..., out...] -> weight [out, in]; bias [heads, head_dim] -> [hidden]."""
-    if path[-1] == "kernel":
-        n_in = _kernel_in_dims(path)
-        return np.ascontiguousarray(x.reshape(math.prod(x.shape[:n_in]), -1).T)
-    return x.reshape(-1) if path[-1] == "bias" else x
-
-
-def _hf_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
-    if path[-1] == "kernel":
-        n_in = _kernel_in_dims(path)
-        return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
-    return (math.prod(shape),) if path[-1] == "bias" else tuple(shape)
-
-
-def _from_hf(path: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    return (w.T if path[-1] == "kernel" else w).reshape(shape)
 
 
 def _leaves(tree: Mapping[str, Any], head: str) -> list[tuple[tuple[str, ...], Any]]:
@@ -333,7 +308,7 @@ def _resolve_head(head: str, hf_config: dict[str, Any], tensors: Mapping[str, An
 
 def _convert(config, head, num_labels, tensors, file, *, init_heads: bool, seed: int) -> dict:
     abstract = _leaves(_abstract_params(config, head, num_labels), head)
-    expected = {_hf_name(p): (p, tuple(leaf.shape), _hf_shape(p, leaf.shape)) for p, leaf in abstract}
+    expected = {_hf_name(p): (p, tuple(leaf.shape), safetensors_io.torch_shape(p, leaf.shape)) for p, leaf in abstract}
     everything = {_hf_name(p) for h in HEADS for p, _ in _leaves(_abstract_params(config, h, 2), h)}
 
     # An encoder weight the config does not describe (a 13th layer, cross-attention) means config.json is wrong.
@@ -364,7 +339,7 @@ def _convert(config, head, num_labels, tensors, file, *, init_heads: bool, seed:
 
     pairs = []
     for name, (p, shape, _) in expected.items():
-        value = _from_hf(p, np.asarray(tensors[name]), shape) if name in tensors else fresh[p]
+        value = safetensors_io.from_torch(p, np.asarray(tensors[name]), shape) if name in tensors else fresh[p]
         pairs.append((p, np.asarray(value, dtype=np.float32)))
     return _unflatten(pairs, head)
 
@@ -417,15 +392,12 @@ def save_checkpoint(
     num_labels = num_labels_of(params)
     tensors = _export_tensors(config, params, own_head, head, num_labels)
     hf_config = _export_config(config, head, num_labels, id2label)
-    vocab = _read_vocab(vocab_file, config) if vocab_file is not None else None
+    vocab = read_vocab(vocab_file, config) if vocab_file is not None else None
     with safetensors_io.atomic_directory(path, overwrite=overwrite) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         safetensors_io.write_safetensors(tmp / SAFETENSORS_FILE, tensors)
         if vocab is not None:
-            (tmp / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
-            (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(config, do_lower_case), indent=2))
-            specials = {f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS}
-            (tmp / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+            write_vocab(tmp, vocab, config, do_lower_case=do_lower_case)
     return path
 
 
@@ -455,7 +427,7 @@ def _export_tensors(config, params, own_head: str, head: str, num_labels: int) -
         if p in keep:
             name = _hf_name(p)
             # BertModel's own checkpoints have no "bert." prefix (it is the base model, not a submodule).
-            out[name.removeprefix("bert.") if head == "encoder" else name] = _to_hf(
+            out[name.removeprefix("bert.") if head == "encoder" else name] = safetensors_io.to_torch(
                 p, np.asarray(jax.device_get(x), dtype=np.float32)
             )
     return out
@@ -490,7 +462,9 @@ def _export_config(config: bert.BertConfig, head: str, num_labels: int, id2label
     return d
 
 
-def _read_vocab(vocab_file: str | os.PathLike, config: bert.BertConfig) -> list[str]:
+def read_vocab(vocab_file: str | os.PathLike, config) -> list[str]:
+    """A WordPiece vocab.txt (BERT's and ELECTRA's tokenizer) as a token list; CheckpointError (one line) when it is
+    unreadable, larger than `config.vocab_size` or lacks a special token."""
     file = pathlib.Path(vocab_file)
     try:
         vocab = file.read_text(encoding="utf-8").splitlines()
@@ -504,9 +478,13 @@ def _read_vocab(vocab_file: str | os.PathLike, config: bert.BertConfig) -> list[
     return vocab
 
 
-def _tokenizer_config(config: bert.BertConfig, do_lower_case: bool) -> dict[str, Any]:
-    return {
-        "tokenizer_class": "BertTokenizer",
+def write_vocab(
+    directory: pathlib.Path, vocab: list[str], config, *, do_lower_case: bool, tokenizer_class: str = "BertTokenizer"
+) -> None:
+    """vocab.txt, tokenizer_config.json and special_tokens_map.json, so `AutoTokenizer.from_pretrained` works."""
+    (directory / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
+    tokenizer_config = {
+        "tokenizer_class": tokenizer_class,
         "do_lower_case": do_lower_case,
         # Uncased BERT strips accents along with lower-casing; cased keeps both (tokenizers' default behaviour).
         "strip_accents": None,
@@ -514,3 +492,6 @@ def _tokenizer_config(config: bert.BertConfig, do_lower_case: bool) -> dict[str,
         "model_max_length": config.max_position_embeddings,
         **{f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS},
     }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
+    specials = {f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS}
+    (directory / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))

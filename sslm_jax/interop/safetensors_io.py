@@ -1,10 +1,12 @@
-"""Files of a Hugging Face checkpoint directory, whatever the model: config.json, (sharded) safetensors, atomic saves.
+"""Files of a Hugging Face checkpoint directory, whatever the model: config.json, (sharded) safetensors, atomic saves,
+and the torch `nn.Linear` layout of BERT-like kernels (BERT, ELECTRA).
 
     d = read_config(directory / CONFIG_FILE, model_type="gpt2")     # CheckpointError unless model_type matches
     files = weight_files(directory)                                 # [model.safetensors] or the index's shards
     tensors = read_safetensors(files[0])                            # name -> numpy array (bf16 read as float32)
     with atomic_directory(out, overwrite=False) as tmp:             # written to a sibling, renamed into place
         write_safetensors(tmp / SAFETENSORS_FILE, tensors)
+    w = to_torch(("encoder", "layer_0", "intermediate", "kernel"), kernel)   # flax [in, out] -> torch Linear [out, in]
 
 Every failure is a one-line `CheckpointError` naming the file.
 """
@@ -12,6 +14,7 @@ Every failure is a one-line `CheckpointError` naming the file.
 from __future__ import annotations
 
 import contextlib
+import math
 import json
 import os
 import pathlib
@@ -29,8 +32,9 @@ CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
 
 
-def read_config(file: pathlib.Path, *, model_type: str) -> dict[str, Any]:
-    """config.json as a dict; CheckpointError when it is missing, not a JSON object or of another `model_type`."""
+def read_config(file: pathlib.Path, *, model_type: str | None) -> dict[str, Any]:
+    """config.json as a dict; CheckpointError when it is missing, not a JSON object or of another `model_type`
+    (None: any, for a caller that words that error itself)."""
     if not file.is_file():
         raise CheckpointError(f"{file}: missing; a Hugging Face checkpoint directory needs config.json")
     try:
@@ -39,7 +43,7 @@ def read_config(file: pathlib.Path, *, model_type: str) -> dict[str, Any]:
         raise CheckpointError(f"{file}: cannot be read as JSON ({e})") from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{file}: expected a JSON object, found {type(d).__name__}")
-    if d.get("model_type") != model_type:
+    if model_type is not None and d.get("model_type") != model_type:
         raise CheckpointError(
             f"{file}: model_type={d.get('model_type')!r}; only {model_type!r} checkpoints can be loaded here"
         )
@@ -129,3 +133,36 @@ def replace_dir(tmp: pathlib.Path, path: pathlib.Path) -> None:
         old.rename(path)
         raise
     shutil.rmtree(old)
+
+
+# --- torch `nn.Linear` layout <-> our kernels (BERT-like encoders: BERT, ELECTRA) ---------------------------------
+
+
+def _kernel_in_dims(path: tuple[str, ...]) -> int:
+    # The attention output projection reads [heads, head_dim]; every other kernel reads one axis.
+    return 2 if path[-3:-1] == ("attention", "output") else 1
+
+
+def to_torch(path: tuple[str, ...], x: np.ndarray) -> np.ndarray:
+    """Our layout -> torch layout: kernel [in..., out...] -> weight [out, in]; bias [heads, head_dim] -> [hidden].
+
+    `path` is the leaf's parameter path; its last name (kernel, bias, scale, embedding) decides, and a kernel under
+    .../attention/output reads two axes. Example: query kernel [H, N, D] -> weight [N·D, H].
+    """
+    if path[-1] == "kernel":
+        n_in = _kernel_in_dims(path)
+        return np.ascontiguousarray(x.reshape(math.prod(x.shape[:n_in]), -1).T)
+    return x.reshape(-1) if path[-1] == "bias" else x
+
+
+def torch_shape(path: tuple[str, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The torch shape `to_torch` gives a leaf of `shape`."""
+    if path[-1] == "kernel":
+        n_in = _kernel_in_dims(path)
+        return (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
+    return (math.prod(shape),) if path[-1] == "bias" else tuple(shape)
+
+
+def from_torch(path: tuple[str, ...], w: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of `to_torch`: a torch tensor -> our leaf of `shape`."""
+    return (w.T if path[-1] == "kernel" else w).reshape(shape)

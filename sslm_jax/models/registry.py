@@ -71,6 +71,7 @@ class ModelFamily:
 BUILTIN = {
     "bert": "sslm_jax.models.bert",
     "gpt": "sslm_jax.models.gpt",
+    "electra": "sslm_jax.models.electra",
 }
 _FAMILIES: dict[str, ModelFamily] = {}
 
