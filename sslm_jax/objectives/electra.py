@@ -45,7 +45,7 @@ _EVAL_KEY = 7  # the sampling key of deterministic (evaluation) calls
 
 def original_ids(batch: Batch) -> Array:
     """The uncorrupted rows: input_ids with each real masked position set back to its label."""
-    ids = batch["input_ids"]
+    ids = jnp.asarray(batch["input_ids"])
     rows = jnp.arange(ids.shape[0])[:, None]
     restored = jnp.where(batch["masked_weights"] > 0, batch["masked_ids"], ids[rows, batch["masked_positions"]])
     return ids.at[rows, batch["masked_positions"]].set(restored.astype(ids.dtype))

@@ -1,0 +1,103 @@
+"""ELECTRA's objective: original tokens restored, exact Gumbel-max samples, labels after sampling (a correct guess is
+original), disc_weight in the total, sums that add up over pieces of a batch, and its one-line errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sslm_jax.models import electra
+from sslm_jax.objectives import electra as objective
+
+V, T, P = 40, 12, 3
+MASK_ID = 4
+
+
+def _batch(rows=4, seed=0):
+    rng = np.random.default_rng(seed)
+    original = rng.integers(5, V, (rows, T)).astype(np.int32)
+    positions = np.stack([np.sort(rng.choice(np.arange(1, T), P, replace=False)) for _ in range(rows)]).astype(np.int32)
+    weights = np.ones((rows, P), np.float32)
+    weights[0, -1] = 0.0  # a padded prediction slot
+    ids = original.copy()
+    rows_ix = np.arange(rows)[:, None]
+    ids[rows_ix, positions] = np.where(weights > 0, MASK_ID, ids[rows_ix, positions])
+    masked_ids = np.where(weights > 0, original[rows_ix, positions], 0).astype(np.int32)
+    attention = np.ones((rows, T), np.int32)
+    attention[1, -2:] = 0
+    return original, {
+        "input_ids": ids, "attention_mask": attention, "token_type_ids": np.zeros((rows, T), np.int32),
+        "segment_ids": attention, "masked_positions": positions, "masked_ids": masked_ids, "masked_weights": weights,
+    }  # fmt: skip
+
+
+def test_original_ids_undo_the_masking():
+    original, batch = _batch()
+    np.testing.assert_array_equal(np.asarray(objective.original_ids(batch)), original)
+
+
+def test_gumbel_max_samples_the_softmax_and_never_the_forbidden_token():
+    logits = jnp.log(jnp.array([0.5, 0.3, 0.15, 0.05]))
+    draws = jax.vmap(lambda k: objective.gumbel_sample(logits, k, forbidden=3))(jax.random.split(jax.random.key(0), 20000))
+    freq = np.bincount(np.asarray(draws), minlength=4) / 20000
+    expected = np.array([0.5, 0.3, 0.15, 0.0]) / 0.95
+    assert freq[3] == 0
+    np.testing.assert_allclose(freq, expected, atol=4 * np.sqrt(0.25 / 20000))
+
+
+def test_rtd_sums():
+    logits = jnp.array([[2.0, -1.0, 3.0, -2.0]])
+    labels = jnp.array([[1, 0, 0, 1]])
+    sums = objective.rtd_loss_and_metrics(logits, labels, jnp.array([[1, 1, 1, 0]]))
+    assert float(sums["rtd_count"]) == 3 and float(sums["rtd_correct"]) == 2
+    assert float(sums["rtd_true_positives"]) == 1 and float(sums["rtd_predicted_replaced"]) == 2
+    assert float(sums["rtd_replaced"]) == 1
+    out = objective.finalize_rtd(sums)
+    assert float(out["rtd_precision"]) == 0.5 and float(out["rtd_recall"]) == 1.0
+    np.testing.assert_allclose(float(out["rtd_all_original_accuracy"]), 2 / 3)
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    config = electra.ElectraConfig.from_size("tiny", vocab_size=V, max_position_embeddings=T, hidden_dropout_prob=0.0,
+                                             attention_probs_dropout_prob=0.0)  # fmt: skip
+    model = electra.ElectraPretrainingModel(config)
+    params = model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32))["params"]
+    return model, jax.tree.map(lambda p: getattr(p, "value", p), params, is_leaf=lambda x: hasattr(x, "value"))
+
+
+def test_loss_weights_the_terms_and_pieces_add_up(model_and_params):
+    model, params = model_and_params
+    _, batch = _batch()
+    rng = jax.random.key(3)
+    with_50 = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
+    with_1 = objective.make_electra_loss(model, disc_weight=1.0, mask_id=MASK_ID, segment_attention=False)
+    loss_50, sums = with_50(params, batch, rng, deterministic=True)
+    loss_1, _ = with_1(params, batch, rng, deterministic=True)
+    out = with_50.finalize(sums)
+    np.testing.assert_allclose(float(loss_50), float(out["mlm_loss"] + 50 * out["rtd_loss"]), rtol=1e-5)
+    np.testing.assert_allclose(float(loss_50 - loss_1), 49 * float(out["rtd_loss"]), rtol=1e-5)
+    assert float(sums["rtd_count"]) == batch["attention_mask"].sum()
+    # Only real masked positions can be replaced; a correct sample is not a replacement.
+    assert float(sums["rtd_replaced"]) <= batch["masked_weights"].sum()
+    # Halves with the whole batch's denominators add up to the whole (gradient accumulation, devices).
+    den = with_50.denominators(batch)
+    halves = [with_50(params, {k: v[i::2] for k, v in batch.items()}, rng, deterministic=True, denominators=den)[1]
+              for i in (0, 1)]  # fmt: skip
+    for key in ("mlm_weight", "rtd_count"):
+        assert float(halves[0][key] + halves[1][key]) == float(sums[key])
+
+
+def test_a_correct_guess_counts_as_original(model_and_params, monkeypatch):
+    model, params = model_and_params
+    original, batch = _batch()
+    # A generator that always samples the original token: nothing is replaced.
+    monkeypatch.setattr(objective, "gumbel_sample", lambda logits, rng, forbidden=None: jnp.asarray(batch["masked_ids"]))
+    loss_fn = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
+    _, sums = loss_fn(params, batch, jax.random.key(0), deterministic=True)
+    assert float(sums["rtd_replaced"]) == 0.0
+
+
+def test_negative_disc_weight_is_refused(model_and_params):
+    with pytest.raises(ValueError, match="disc_weight=-1"):
+        objective.make_electra_loss(model_and_params[0], disc_weight=-1, mask_id=MASK_ID, segment_attention=False)
