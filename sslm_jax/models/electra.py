@@ -31,7 +31,7 @@ so a pretraining checkpoint fine-tunes a classifier by path (its `electra` is th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import flax
 import flax.linen as nn
