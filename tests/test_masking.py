@@ -122,7 +122,7 @@ def test_replace_predictions_example():
 
 
 def test_masker_example_and_tf_data():
-    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, max_predictions=4, whole_word=True)
+    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, max_predictions=4, masking="word")
     ids = [[CLS, 107, FIRST_PIECE, 108, SEP, 109, 110, SEP], [CLS, 111, 112, SEP, 0, 0, 0, 0]]
     am = [[1] * 8, [1, 1, 1, 1, 0, 0, 0, 0]]
     seed = tf.constant([0, 7], tf.int64)
@@ -164,7 +164,12 @@ def test_masking_statistics(whole_word):
     rate, max_predictions, rows, batches = 0.15, 20, 1024, 12  # ~1.15M real tokens
     rng = np.random.default_rng(1)
     masker = masking.Masker.from_vocab(
-        VOCAB, special_ids=SPECIAL, mask_id=MASK, rate=rate, max_predictions=max_predictions, whole_word=whole_word
+        VOCAB,
+        special_ids=SPECIAL,
+        mask_id=MASK,
+        rate=rate,
+        max_predictions=max_predictions,
+        masking="word" if whole_word else "token",
     )
     fn = tf.function(lambda i, a, s: masker(i, a, seed=s))
     n_candidates = n_selected = n_expected = 0
@@ -252,10 +257,79 @@ def test_token_selection_is_uniform_over_positions():
 
 
 def test_masking_is_deterministic_per_seed():
-    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, whole_word=True)
+    masker = masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, masking="word")
     ids, am, _ = synthetic_batch(np.random.default_rng(3), 16)
     a = masker(ids, am, seed=tf.constant([1, 2], tf.int64))
     b = masker(ids, am, seed=tf.constant([1, 2], tf.int64))
     c = masker(ids, am, seed=tf.constant([1, 3], tf.int64))
     tf.nest.map_structure(np.testing.assert_array_equal, a, b)
     assert not np.array_equal(a["masked_positions"], c["masked_positions"])
+
+
+# --- config.data.masking: validation, and configs written before it existed ---------------------------------
+
+
+def data_settings(**fields):
+    from configs import base
+
+    c = base.get_config().data
+    c.update(fields)
+    return c
+
+
+REPLACED = r"^config\.data\.whole_word_masking was replaced by config\.data\.masking='word' \(False: 'token'\)"
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(masking="whole"), r"^config\.data\.masking='whole' is unknown; use one of token, word"),
+        (dict(whole_word_masking=True), REPLACED),
+        (dict(whole_word_masking=False), REPLACED),
+    ],
+)
+def test_masking_settings_are_one_line_config_errors(fields, message):
+    from sslm_jax.data import pretraining
+    from sslm_jax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as e:
+        pretraining.validate_settings(data_settings(**fields), max_position_embeddings=512)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="masking='whole' is unknown"):
+        masking.Masker.from_vocab(VOCAB, special_ids=SPECIAL, mask_id=MASK, masking="whole")
+
+
+def test_replaced_field_on_the_command_line_names_its_replacement():
+    """`--config.data.whole_word_masking=True` fails as an unknown field of the locked config (config_flags raises a
+    KeyError); the CLI's one line says what replaced it. Other unknown fields keep their message."""
+    from sslm_jax import main
+
+    argv = ["sslm", "pretrain", "--config=configs/bert_demo.py", "--config.data.whole_word_masking=True"]
+    message = main._unknown_field_message(KeyError("'whole_word_masking'"), argv)
+    assert message == (
+        "--config.data.whole_word_masking: data.whole_word_masking was replaced by data.masking='word' "
+        "(False: 'token') (every field: configs/base.py)"
+    )
+    argv = ["sslm", "pretrain", "--config=configs/bert_demo.py", "--config.data.whole_word_maskin=True"]
+    message = main._unknown_field_message(KeyError("'whole_word_maskin'"), argv)
+    assert message == (
+        "--config.data.whole_word_maskin: the config has no field 'whole_word_maskin' (every field: configs/base.py)"
+    )
+
+
+@pytest.mark.parametrize("old, new", [(True, "word"), (False, "token")])
+def test_checkpoint_configs_from_before_masking_are_upgraded(tmp_path, old, new):
+    import json
+
+    from sslm_jax.checkpoints import layout
+
+    saved = data_settings().to_dict()
+    del saved["masking"]
+    saved["whole_word_masking"] = old
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "config.json").write_text(json.dumps({"task": "pretrain", "data": saved}))
+    data = layout.load_config(tmp_path).data
+    assert data.masking == new and "whole_word_masking" not in data
+    from sslm_jax.data import pretraining
+
+    pretraining.validate_settings(data, max_position_embeddings=512)  # reads like a config of today

@@ -54,7 +54,7 @@ def build(docs, tokenizer, *, train, seed=0, per_host_batch=4, **overrides):
         max_seq_len=c.max_seq_len,
         max_predictions_per_seq=c.max_predictions_per_seq,
         mask_rate=c.mask_rate,
-        whole_word_masking=c.whole_word_masking,
+        masking=c.masking,
         short_seq_prob=c.short_seq_prob,
         train=train,
         per_host_batch=per_host_batch,
@@ -128,7 +128,7 @@ def test_tokenize_sentences_eagerly_and_in_tf_data(tokenizer):
 
 
 def test_finish_batch_eagerly_and_in_tf_data(tokenizer):
-    masker = pretraining.masking.Masker.from_tokenizer(tokenizer, rate=0.15, max_predictions=3, whole_word=False)
+    masker = pretraining.masking.Masker.from_tokenizer(tokenizer, rate=0.15, max_predictions=3, masking="token")
     rows = {
         "input_ids": tf.constant([[101, 110, 111, 102, 0], [0, 0, 0, 0, 0]]),
         "token_type_ids": tf.zeros([2, 5], tf.int32),
@@ -153,7 +153,7 @@ def test_finish_batch_eagerly_and_in_tf_data(tokenizer):
 @pytest.mark.parametrize("objective", ["mlm", "nsp", "sop"])
 def test_batches_follow_the_contract(tokenizer, objective):
     B, L, P = 4, 32, 5
-    ds = build(corpus(), tokenizer, train=True, objective=objective, whole_word_masking=True)
+    ds = build(corpus(), tokenizer, train=True, objective=objective, masking="word")
     for batch in take(pretraining.PipelineIterator(ds), 3):
         assert set(batch) == set(pretraining.BATCH_SPEC)
         dims = {"B": B, "L": L, "P": P}

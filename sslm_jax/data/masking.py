@@ -35,6 +35,9 @@ tf_setup.hide_accelerators_from_tf()
 # Tokens that are control symbols of the vocabulary ([PAD], [unused7], [CLS], ...) are never random replacements.
 _CONTROL_TOKEN = re.compile(r"^\[[^\[\]]+\]$")
 
+# The masking units (`config.data.masking`): single tokens, or whole words (a piece and its "##" pieces).
+MASKING = ("token", "word")
+
 # Offsets folded into the batch seed, one per independent random draw.
 _SELECT, _ACTION, _RANDOM_TOKEN = 0, 1, 2
 
@@ -46,7 +49,7 @@ class Masker:
     Build it with `Masker.from_vocab(...)` (or `from_tokenizer`), then call it on a batch:
 
         masker = Masker.from_vocab(vocab, special_ids=(0, 100, 101, 102, 103), mask_id=103, rate=0.15,
-                                   max_predictions=20, whole_word=True)
+                                   max_predictions=20, masking="word")
         out = masker(input_ids, attention_mask, seed=tf.constant([0, 7], tf.int64))
         out["input_ids"], out["masked_positions"], out["masked_ids"], out["masked_weights"]
     """
@@ -55,7 +58,8 @@ class Masker:
     mask_id: int
     replacement_ids: tuple[int, ...]  # the pool of random replacement tokens (no special or control tokens)
     vocab_size: int
-    continuation: tuple[bool, ...] | None  # per vocabulary id: is a "##" piece (whole-word masking), else None
+    continuation: tuple[bool, ...] | None  # per vocabulary id: is a "##" piece (masking by words), else None
+    masking: str = "token"  # one of MASKING: what a masking unit is
     rate: float = 0.15
     max_predictions: int = 20
 
@@ -68,26 +72,29 @@ class Masker:
         mask_id: int,
         rate: float = 0.15,
         max_predictions: int = 20,
-        whole_word: bool = False,
+        masking: str = "token",
     ) -> Masker:
         """Derives the replacement pool and the "##" continuation flags from the vocabulary list (id = index)."""
+        if masking not in MASKING:
+            raise ValueError(f"masking={masking!r} is unknown; use one of {', '.join(MASKING)}")
         special = {int(i) for i in special_ids} | {int(mask_id)}
         pool = tuple(i for i, tok in enumerate(vocab) if i not in special and not _CONTROL_TOKEN.match(tok))
         if not pool:
             raise ValueError("the vocabulary has no ordinary tokens to use as random replacements")
-        continuation = tuple(tok.startswith("##") for tok in vocab) if whole_word else None
+        continuation = tuple(tok.startswith("##") for tok in vocab) if masking != "token" else None
         return cls(
             special_ids=tuple(sorted(special)),
             mask_id=int(mask_id),
             replacement_ids=pool,
             vocab_size=len(vocab),
             continuation=continuation,
+            masking=masking,
             rate=float(rate),
             max_predictions=int(max_predictions),
         )
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, *, rate: float, max_predictions: int, whole_word: bool) -> Masker:
+    def from_tokenizer(cls, tokenizer, *, rate: float, max_predictions: int, masking: str) -> Masker:
         """`from_vocab` for a `sslm_jax.data.tokenizer.WordPieceTokenizer` (its `vocab`, `special_ids`, `mask_id`)."""
         return cls.from_vocab(
             tokenizer.vocab,
@@ -95,7 +102,7 @@ class Masker:
             mask_id=tokenizer.mask_id,
             rate=rate,
             max_predictions=max_predictions,
-            whole_word=whole_word,
+            masking=masking,
         )
 
     def __call__(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, *, seed: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -106,7 +113,7 @@ class Masker:
         candidates = candidate_mask(input_ids, attention_mask, is_special=is_special)
         num = num_to_predict(candidates, rate=self.rate, max_predictions=self.max_predictions)
         select_seed = tf.random.experimental.stateless_fold_in(seed, _SELECT)
-        if self.continuation is None:
+        if self.masking == "token":
             selected = select_tokens(candidates, num, max_predictions=self.max_predictions, seed=select_seed)
         else:
             starts = word_starts(input_ids, candidates, continuation=self.continuation)
