@@ -235,6 +235,28 @@ def test_restored_iterator_continues_bit_identically(tokenizer, objective, tmp_p
     assert_same_batches(take(fresh, 30), expected)
 
 
+def test_span_masking_resumes_bit_identically(tokenizer, tmp_path):
+    """masking="span" in the pipeline: whole "t<k>"/"##s" words in spans, and the same exact resume."""
+    docs = [" ".join(f"t{i}" + ("s" if i % 5 == 0 else "") for i in range(k, k + 9)) for k in range(0, 540, 9)]
+    reference = pretraining.PipelineIterator(build(docs, tokenizer, train=True, masking="span"))
+    first = take(reference, 3)
+    reference.save(tmp_path)
+    expected = take(reference, 12)
+    masked_pieces = 0
+    for batch in first:
+        assert np.all(batch["masked_weights"].sum(1) >= 1)
+        ids, positions = unmasked(batch), batch["masked_positions"]
+        for row, pos, weight in zip(ids, positions, batch["masked_weights"]):
+            pos = pos[weight > 0]
+            pieces = pos[row[pos] == tokenizer.vocab.index("##s")]
+            assert np.all(np.isin(pieces - 1, pos))  # a "##s" is masked only with its word
+            masked_pieces += len(pieces)
+    assert masked_pieces > 0
+    fresh = pretraining.PipelineIterator(build(docs, tokenizer, train=True, masking="span"))
+    fresh.restore(tmp_path)
+    assert_same_batches(take(fresh, 12), expected)
+
+
 def test_restore_without_a_saved_position_is_a_checkpoint_error(tokenizer, tmp_path):
     it = pretraining.PipelineIterator(build(corpus(), tokenizer, train=True))
     with pytest.raises(CheckpointError, match="no saved data position"):

@@ -84,6 +84,11 @@ def validate_settings(data_config, *, max_position_embeddings: int) -> None:
         )
     if c.masking not in MASKING:
         raise ConfigError(f"config.data.masking={c.masking!r} is unknown; use one of {', '.join(MASKING)}")
+    if c.masking == "span" and c.tokenizer != "wordpiece":
+        raise ConfigError(
+            f"config.data.masking='span' counts span lengths in WordPiece words (\"##\" pieces); it needs "
+            f"config.data.tokenizer='wordpiece', not {c.tokenizer!r}"
+        )
     if c.max_seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"config.data.max_seq_len={c.max_seq_len} is below {MIN_SEQ_LEN}; use 128 or 512")
     if c.max_seq_len > max_position_embeddings:
