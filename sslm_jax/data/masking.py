@@ -254,17 +254,17 @@ def select_spans(
 
     Spans are added to every row at once, one per round, while the row has fewer than `num` positions:
     1. its length, l words, is drawn from `span_length_probabilities(p, max_words)`;
-    2. budget rule, "cut": from a start word w, the span would take min(l, the words from w that fit in the row's
-       remaining budget) words: it is cut after its last whole word that fits;
-    3. it starts at a word start chosen uniformly among the free words (not in a span yet) that fit in the budget
-       and are followed by enough free words of the same segment for all the words of step 2 (a span never
-       crosses an earlier span or a non-candidate: a special token or padding); where the row has no such word
-       left, uniformly among those that leave the span the most words.
+    2. it starts at a word start chosen uniformly among the free words (not in a span yet) that fit in the row's
+       remaining budget of positions and have room for min(l, that budget) words: free words of the same segment
+       (a span never crosses an earlier span or a non-candidate, i.e. a special token or padding); where the row
+       has no such word left, uniformly among the fitting words with the longest room;
+    3. budget rule, "cut": the span takes its l words, cut after its last whole word that fits in the budget (or
+       at the end of its room, in the fallback of step 2).
     So a row gets exactly `num` positions, whole words only, as token masking gives it (the rate is unbiased),
     unless no free word is short enough for the last few (it stays under by less than one word: rare, as most
     words are one piece). Whether a span is added depends only on the spans before it, never on its own length,
     so `drawn` follows the distribution exactly; a span's real length falls short of its drawn one only where
-    the budget cut it (about one span per row) or the row had no free run long enough.
+    the budget cut it (about one span per row at 128 tokens) or the row had no room left for it.
 
     Example: candidates=[[F, T, T, T, T, T, F]], starts=[[F, T, F, T, T, T, F]] (words {1, 2}, {3}, {4}, {5}),
     num=[3] -> e.g. span [[0, 0, 0, 1, 1, 2, 0]], drawn [[2, 4, 0, ...]]: a first span of 2 words ({3}, {4}), then
@@ -286,12 +286,24 @@ def select_spans(
         ),
         [batch, length],
     )  # pieces of word w; 0 beyond the row's words
-    # A word whose start follows a candidate continues the previous word's segment.
+    # Room: the free words from w to the end of w's segment (a word whose start follows a candidate continues the
+    # previous word's segment). Computed once here; each new span then only shortens the room before it.
     prev_candidate = tf.pad(candidates[:, :-1], [[0, 0], [1, 0]])
     joined = _scatter_rows(tf.where(starts, word, 0), tf.logical_and(starts, prev_candidate), tf.shape(starts))
-    before = tf.cumsum(pieces, axis=1, exclusive=True)  # positions in words before w
-    through = before + pieces  # ... up to and including w
+    exists = pieces > 0
+    segment = tf.cumsum(tf.cast(tf.logical_and(exists, tf.logical_not(joined)), tf.int32), axis=1)
     w = tf.range(length)[None, :]
+    segment_end = tf.reshape(
+        tf.math.unsorted_segment_max(
+            tf.reshape(tf.where(exists, w, -1), [-1]), tf.reshape(segment + row_offset, [-1]), batch * length
+        ),
+        [batch, length],
+    )
+    room = tf.where(exists, tf.gather(segment_end, segment, batch_dims=1) - w + 1, 0)
+    # Positions up to and including word w (padded: words past the row's end add none).
+    through = tf.cumsum(pieces, axis=1)
+    through = tf.concat([through, tf.repeat(through[:, -1:], max_words, axis=1)], axis=1)
+    upper = tf.linalg.band_part(tf.ones([length, length]), 0, -1)  # x @ upper: running sums along a row
     # [B, max_spans]: the length of span k, drawn whether or not the row gets a k-th span, by inverting the
     # distribution function. (Not tf.random.stateless_categorical: from the 33rd row on, it draws other values
     # inside tf.data than eagerly, in TF 2.21.)
@@ -302,57 +314,41 @@ def select_spans(
     drawn = 1 + tf.reduce_sum(tf.cast(uniform[:, :, None] >= cdf, tf.int32), axis=2)
     start_seed = tf.random.experimental.stateless_fold_in(seed, _SPAN_START)
 
-    def add_span(k, word_span, count, active, lengths):
-        free = tf.logical_and(pieces > 0, word_span == 0)
+    def add_span(k, word_span, room, count, active):
         remaining = num - count
-        # Runs of free words within a segment: a run starts at a free word not joined to a free previous word.
-        prev_free = tf.pad(free[:, :-1], [[0, 0], [1, 0]])
-        run_start = tf.logical_and(free, tf.logical_not(tf.logical_and(joined, prev_free)))
-        run = tf.cumsum(tf.cast(run_start, tf.int32), axis=1) - 1
-        run_end = tf.reshape(
-            tf.math.unsorted_segment_max(
-                tf.reshape(tf.where(free, w, -1), [-1]),
-                tf.reshape(tf.where(free, run + row_offset, 0), [-1]),
-                batch * length,
-            ),
-            [batch, length],
-        )
-        free_run = tf.where(free, tf.gather(run_end, tf.maximum(run, 0), batch_dims=1) - w + 1, 0)  # words from w
-        fits = tf.logical_and(free, pieces <= remaining[:, None])
-        # Words from w within the budget: those v >= w with through[v] <= before[w] + remaining.
-        in_budget = tf.searchsorted(through, before + remaining[:, None], side="right", out_type=tf.int32) - w
         length_k = tf.gather(drawn, k, axis=1)
-        want = tf.minimum(length_k[:, None], in_budget)
-        gets = tf.where(fits, tf.minimum(want, free_run), 0)  # words the span gets if it starts at w
-        whole = tf.logical_and(fits, gets == want)
-        best = tf.reduce_max(gets, axis=1)
-        eligible = tf.where(tf.reduce_any(whole, axis=1)[:, None], whole, tf.logical_and(fits, gets == best[:, None]))
-        add = tf.logical_and(active, best > 0)
-        keys = tf.random.stateless_uniform(
-            [batch, length], seed=tf.random.experimental.stateless_fold_in(start_seed, k)
+        fits = tf.logical_and(room > 0, pieces <= remaining[:, None])
+        longest = tf.reduce_max(tf.where(fits, room, 0), axis=1)
+        enough = tf.logical_and(fits, room >= tf.minimum(length_k, remaining)[:, None])
+        eligible = tf.where(
+            tf.reduce_any(enough, axis=1)[:, None], enough, tf.logical_and(fits, room == longest[:, None])
         )
-        first = tf.argmax(tf.where(eligible, keys, -1.0), axis=1, output_type=tf.int32)
-        last = first + tf.gather(gets, first[:, None], batch_dims=1)[:, 0]  # one past the span's last word
+        add = tf.logical_and(active, longest > 0)
+        # A uniform choice among the eligible words: the first one where their running count exceeds u * count.
+        running = tf.matmul(tf.cast(eligible, tf.float32), upper)
+        u = tf.random.stateless_uniform([batch], seed=tf.random.experimental.stateless_fold_in(start_seed, k))
+        first = tf.argmax(running > tf.floor(u * running[:, -1])[:, None], axis=1, output_type=tf.int32)
+        # Its words: at most l, within its room, cut after the last one that fits in the budget.
+        ahead = first[:, None] + tf.range(max_words)[None, :]
+        budget_end = tf.gather(through, first, batch_dims=1) - tf.gather(pieces, first, batch_dims=1) + remaining
+        in_budget = tf.reduce_sum(tf.cast(tf.gather(through, ahead, batch_dims=1) <= budget_end[:, None], tf.int32), 1)
+        last = first + tf.minimum(tf.minimum(length_k, tf.gather(room, first, batch_dims=1)), in_budget)
         cover = tf.logical_and(add[:, None], tf.logical_and(w >= first[:, None], w < last[:, None]))
         word_span = tf.where(cover, k + 1, word_span)
         count = count + tf.reduce_sum(tf.where(cover, pieces, 0), axis=1)
-        lengths = tf.where(tf.logical_and(add[:, None], tf.range(max_spans)[None, :] == k), length_k[:, None], lengths)
-        return k + 1, word_span, count, tf.logical_and(add, count < num), lengths
+        # The room of a word before the span now ends at the span; the span's words have none.
+        shortened = tf.where(w < first[:, None], tf.minimum(room, first[:, None] - w), tf.where(cover, 0, room))
+        room = tf.where(add[:, None], shortened, room)
+        return k + 1, word_span, room, count, tf.logical_and(add, count < num)
 
-    def more(k, word_span, count, active, lengths):
+    def more(k, word_span, room, count, active):
         return tf.logical_and(k < max_spans, tf.reduce_any(active))
 
-    _, word_span, _, _, lengths = tf.while_loop(
-        more,
-        add_span,
-        (
-            tf.constant(0),
-            tf.zeros([batch, length], tf.int32),
-            tf.zeros([batch], tf.int32),
-            num > 0,
-            tf.zeros([batch, max_spans], tf.int32),
-        ),
-    )
+    initial = (tf.constant(0), tf.zeros([batch, length], tf.int32), room, tf.zeros([batch], tf.int32), num > 0)
+    _, word_span, _, _, _ = tf.while_loop(more, add_span, initial)
+    # Spans are numbered 1, 2, ... in each row: the row's k-th span exists iff k <= its largest number.
+    n_spans = tf.reduce_max(word_span, axis=1)
+    lengths = tf.where(tf.range(max_spans)[None, :] < n_spans[:, None], drawn, 0)
     span = tf.where(in_word, tf.gather(word_span, tf.maximum(word, 0), batch_dims=1), 0)
     return span, lengths
 
