@@ -2,6 +2,7 @@
 
     python bench/pipeline.py                 # defaults: max_seq_len 128, batch 128, 150 batches timed
     python bench/pipeline.py --masking=word  # whole-word masking in our path (the HF side stays token-level)
+    python bench/pipeline.py --masking=span  # SpanBERT span masking in our path (HF: token-level, as above)
     python bench/pipeline.py --objective=causal                # GPT-2 style rows of 128 tokens, 150 batches of 128
     python bench/pipeline.py --objective=causal --batches=3 --warmup=1 --shuffle-buffer=500   # smoke
 
@@ -268,7 +269,7 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=150, help="batches timed in our path")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--shuffle-buffer", type=int, default=10_000)
-    parser.add_argument("--masking", choices=("token", "word"), default="token",
+    parser.add_argument("--masking", choices=("token", "word", "span"), default="token",
                         help="our masking unit (config.data.masking); the HF side always masks tokens")  # fmt: skip
     parser.add_argument("--vocab", help="an existing vocab.txt (default: train 8,192 tokens on the text)")
     parser.add_argument("--objective", choices=("mlm", "causal"), default="mlm",
