@@ -351,7 +351,9 @@ def span_statistics(masker, batches, *, rows, pieces, seed, length=128):
         assert np.all(cand[sel])  # never a special token or padding
         np.testing.assert_array_equal(out["masked_ids"][w], ids[rows_idx[w], pos[w]])
         np.testing.assert_array_equal(out["input_ids"][~sel], ids[~sel])
-        target = np.minimum(masker.max_predictions, np.maximum(1, np.round(cand.sum(1) * masker.rate))).astype(int)
+        # num_to_predict's count, in float32 as there (0.15 * 390 rounds to 59 in float32, to 58 in float64).
+        want = np.round(cand.sum(1).astype(np.float32) * np.float32(masker.rate))
+        target = np.minimum(masker.max_predictions, np.maximum(1, want)).astype(int)
         assert np.all(sel.sum(1) <= target) and np.all(w.sum(1) == sel.sum(1))
         stats["candidates"] += cand.sum()
         stats["selected"] += sel.sum()
