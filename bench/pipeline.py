@@ -1,7 +1,8 @@
 """Pretraining input pipeline throughput: sslm_jax's tf.data path against Hugging Face's, same text, same run.
 
     python bench/pipeline.py                 # defaults: max_seq_len 128, batch 128, 150 batches timed
-    python bench/pipeline.py --whole-word    # whole-word masking in our path (the HF side stays token-level)
+    python bench/pipeline.py --masking=word  # whole-word masking in our path (the HF side stays token-level)
+    python bench/pipeline.py --masking=span  # SpanBERT span masking in our path (HF: token-level, as above)
     python bench/pipeline.py --objective=causal                # GPT-2 style rows of 128 tokens, 150 batches of 128
     python bench/pipeline.py --objective=causal --batches=3 --warmup=1 --shuffle-buffer=500   # smoke
 
@@ -96,7 +97,7 @@ def ours(documents, tokenizer, args) -> dict[str, float]:
             max_seq_len=args.max_seq_len,
             max_predictions_per_seq=args.max_predictions,
             mask_rate=0.15,
-            whole_word_masking=args.whole_word,
+            masking=args.masking,
             short_seq_prob=0.1,
             train=True,
             per_host_batch=args.batch,
@@ -268,7 +269,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=150, help="batches timed in our path")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--shuffle-buffer", type=int, default=10_000)
-    parser.add_argument("--whole-word", action="store_true")
+    parser.add_argument("--masking", choices=("token", "word", "span"), default="token",
+                        help="our masking unit (config.data.masking); the HF side always masks tokens")  # fmt: skip
     parser.add_argument("--vocab", help="an existing vocab.txt (default: train 8,192 tokens on the text)")
     parser.add_argument("--objective", choices=("mlm", "causal"), default="mlm",
                         help="mlm: BERT packing + masking; causal: GPT-2 rows (byte-level BPE)")  # fmt: skip
@@ -295,7 +297,7 @@ def main() -> int:
         load_after = os.getloadavg()
 
     print(f"text: {len(documents):,} documents; max_seq_len {args.max_seq_len}, batch {args.batch}, "
-          f"whole-word masking {'on' if args.whole_word else 'off'}; {os.cpu_count()} CPUs, "
+          f"masking {args.masking!r} (HF: token); {os.cpu_count()} CPUs, "
           f"load average {load_before[0]:.1f} before / {load_after[0]:.1f} after")  # fmt: skip
     print(f"sslm_jax tf.data     {mine['seq_per_s']:8,.0f} seq/s  {mine['cpu_s_per_1k']:6.2f} CPU s/1k seq  "
           f"({mine['sequences']:,} sequences; graph build + warm-up {mine['startup_s']:.1f} s)")  # fmt: skip

@@ -59,7 +59,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.max_seq_len = 128
     c.data.max_predictions_per_seq = 20
     c.data.mask_rate = 0.15  # fraction of (non-special) tokens selected for prediction.
-    c.data.whole_word_masking = False  # select whole words (all their WordPiece pieces) at once.
+    # What one masking unit is (sslm_jax/data/masking.py): "token" (BERT: single pieces) | "word" (whole words: a piece
+    # and its "##" continuation pieces together) | "span" (SpanBERT: runs of whole words, lengths from a geometric
+    # distribution, p = 0.2, at most 10 words, mean 3.8; needs tokenizer="wordpiece").
+    c.data.masking = "token"
     c.data.objective = "mlm"  # "mlm": packed full sentences, no pair task | "nsp" | "sop": sentence pairs.
     c.data.short_seq_prob = 0.1  # google-research/bert: sometimes shorter pair sequences to reduce the skew.
     c.data.segment_attention = False  # packed sequences: attend only within each document.

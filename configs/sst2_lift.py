@@ -46,7 +46,7 @@ def _pretrain():
     c.data.vocab_size = 8192
     c.data.max_seq_len = SEQ_LEN
     c.data.max_predictions_per_seq = 10
-    c.data.whole_word_masking = True
+    c.data.masking = "word"
     c.data.segment_attention = True  # a packed row holds several sentences; fine-tuning sees one at a time
     c.data.shuffle_buffer = 20_000
     c.model.size = MODEL_SIZE

@@ -250,8 +250,15 @@ def _parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
+# Fields that older configs and command lines set and that no longer exist -> what to say instead of "no field".
+_REPLACED_FIELDS = {
+    "data.whole_word_masking": "data.whole_word_masking was replaced by data.masking='word' (False: 'token')",
+}
+
+
 def _unknown_field_message(error: Exception, argv: list[str]) -> str:
-    """E.g. '--config.batch_sizee: the config has no field 'batch_sizee'; Did you mean "batch_size" ...?'."""
+    """E.g. '--config.batch_sizee: the config has no field 'batch_sizee'; Did you mean "batch_size" ...?', or for a
+    field in `_REPLACED_FIELDS`, what replaced it."""
     text = error
     while isinstance(text, (AttributeError, KeyError)) and text.args:
         text = text.args[0]  # config_flags wraps ml_collections' KeyError (and its did-you-mean) in an AttributeError
@@ -259,6 +266,9 @@ def _unknown_field_message(error: Exception, argv: list[str]) -> str:
     field = first.strip("'\"")
     overrides = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
     flag = next((o for o in overrides if field in o.split(".")[1:]), "--config")
+    replaced = _REPLACED_FIELDS.get(flag.removeprefix("--config."))
+    if replaced:
+        return f"{flag}: {replaced} (every field: configs/base.py)"
     hint = " ".join(line.strip() for line in rest)
     return f"{flag}: the config has no field {field!r}{'; ' + hint if hint else ''} (every field: configs/base.py)"
 

@@ -17,6 +17,9 @@ from _sslm_runs import Run, assert_one_line_error, pretrain_args, run, sslm_env,
 BEFORE_ANY_WRITE = {
     "unknown_field": (1, {"nonexistent": 1}, ("--config.nonexistent", "no field 'nonexistent'")),
     "misspelled_field": (1, {"batch_sizee": 8}, ("--config.batch_sizee", 'Did you mean "batch_size"')),
+    "replaced_field": (
+        1, {"data.whole_word_masking": True}, ("--config.data.whole_word_masking", "replaced by data.masking='word'")
+    ),
     "batch_not_divisible": (8, {"batch_size": 6, "mesh_shape": "(-1,1,1)"}, ("batch_size=6", "data-parallel size 8")),
     "mesh_not_device_count": (8, {"mesh_shape": "(3,1,1)"}, ("mesh_shape=(3, 1, 1)", "8 are available")),
     "init_from_nothing": (1, {"init_from": "{tmp}/no_such_run"}, ("init_from={tmp}/no_such_run", "does not exist")),

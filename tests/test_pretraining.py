@@ -54,7 +54,7 @@ def build(docs, tokenizer, *, train, seed=0, per_host_batch=4, **overrides):
         max_seq_len=c.max_seq_len,
         max_predictions_per_seq=c.max_predictions_per_seq,
         mask_rate=c.mask_rate,
-        whole_word_masking=c.whole_word_masking,
+        masking=c.masking,
         short_seq_prob=c.short_seq_prob,
         train=train,
         per_host_batch=per_host_batch,
@@ -128,7 +128,7 @@ def test_tokenize_sentences_eagerly_and_in_tf_data(tokenizer):
 
 
 def test_finish_batch_eagerly_and_in_tf_data(tokenizer):
-    masker = pretraining.masking.Masker.from_tokenizer(tokenizer, rate=0.15, max_predictions=3, whole_word=False)
+    masker = pretraining.masking.Masker.from_tokenizer(tokenizer, rate=0.15, max_predictions=3, masking="token")
     rows = {
         "input_ids": tf.constant([[101, 110, 111, 102, 0], [0, 0, 0, 0, 0]]),
         "token_type_ids": tf.zeros([2, 5], tf.int32),
@@ -153,7 +153,7 @@ def test_finish_batch_eagerly_and_in_tf_data(tokenizer):
 @pytest.mark.parametrize("objective", ["mlm", "nsp", "sop"])
 def test_batches_follow_the_contract(tokenizer, objective):
     B, L, P = 4, 32, 5
-    ds = build(corpus(), tokenizer, train=True, objective=objective, whole_word_masking=True)
+    ds = build(corpus(), tokenizer, train=True, objective=objective, masking="word")
     for batch in take(pretraining.PipelineIterator(ds), 3):
         assert set(batch) == set(pretraining.BATCH_SPEC)
         dims = {"B": B, "L": L, "P": P}
@@ -233,6 +233,28 @@ def test_restored_iterator_continues_bit_identically(tokenizer, objective, tmp_p
     fresh = pretraining.PipelineIterator(build(docs, tokenizer, train=True, objective=objective))
     fresh.restore(tmp_path)
     assert_same_batches(take(fresh, 30), expected)
+
+
+def test_span_masking_resumes_bit_identically(tokenizer, tmp_path):
+    """masking="span" in the pipeline: whole "t<k>"/"##s" words in spans, and the same exact resume."""
+    docs = [" ".join(f"t{i}" + ("s" if i % 5 == 0 else "") for i in range(k, k + 9)) for k in range(0, 540, 9)]
+    reference = pretraining.PipelineIterator(build(docs, tokenizer, train=True, masking="span"))
+    first = take(reference, 3)
+    reference.save(tmp_path)
+    expected = take(reference, 12)
+    masked_pieces = 0
+    for batch in first:
+        assert np.all(batch["masked_weights"].sum(1) >= 1)
+        ids, positions = unmasked(batch), batch["masked_positions"]
+        for row, pos, weight in zip(ids, positions, batch["masked_weights"]):
+            pos = pos[weight > 0]
+            pieces = pos[row[pos] == tokenizer.vocab.index("##s")]
+            assert np.all(np.isin(pieces - 1, pos))  # a "##s" is masked only with its word
+            masked_pieces += len(pieces)
+    assert masked_pieces > 0
+    fresh = pretraining.PipelineIterator(build(docs, tokenizer, train=True, masking="span"))
+    fresh.restore(tmp_path)
+    assert_same_batches(take(fresh, 12), expected)
 
 
 def test_restore_without_a_saved_position_is_a_checkpoint_error(tokenizer, tmp_path):

@@ -139,10 +139,20 @@ def load_config(checkpoint_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def _upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Fills what runs saved before model families existed (sslm_jax 0.1) do not record: they were all BERT with a
-    WordPiece vocabulary, and their head followed from the task."""
-    if config.get("data") is not None and "tokenizer" not in config.data:
-        config.data.tokenizer = "wordpiece"
+    """Fills what older runs' configs do not record, so that they read like today's:
+
+    - runs saved before model families existed (sslm_jax 0.1) were all BERT with a WordPiece vocabulary, and their
+      head followed from the task;
+    - runs saved before `data.masking` existed chose between token and whole-word masking with the bool
+      `data.whole_word_masking`: True becomes masking="word", False "token", and the old field is dropped (a config
+      that still sets it is refused by the data validation).
+    """
+    data = config.get("data")
+    if data is not None and "tokenizer" not in data:
+        data.tokenizer = "wordpiece"
+    if data is not None and "whole_word_masking" in data and "masking" not in data:
+        data.masking = "word" if data.whole_word_masking else "token"
+        del data["whole_word_masking"]
     model = config.get("model")
     if model is not None and "family" not in model:
         model.family = "bert"

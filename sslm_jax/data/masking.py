@@ -5,11 +5,13 @@ BERT's recipe (google-research/bert `create_masked_lm_predictions`), computed on
 1. candidates: real (attention_mask 1) tokens that are not special (`special_ids`);
 2. per row, `num = min(max_predictions, max(1, round(rate * n_candidates)))` (0 for rows without candidates):
    an exact count, so every row gets its 15 % (BERT rounds over the whole sequence; we count non-special tokens);
-3. candidate units (tokens, or whole words: a piece plus the "##" continuation pieces after it) are taken in a
-   random order, each accepted if it still fits in `num` (a too-long word is skipped and the next one tried,
-   as BERT does);
+3. candidate units (`masking`: "token"s, or whole "word"s: a piece plus the "##" continuation pieces after it)
+   are taken in a random order, each accepted if it still fits in `num` (a too-long word is skipped and the next
+   one tried, as BERT does); or, for "span" (SpanBERT, Joshi et al. 2020), runs of whole words with geometric
+   lengths are added until `num` positions are chosen (`select_spans`: the budget rule is there);
 4. each selected position becomes [MASK] with probability 0.8, a random non-special token with 0.1, and stays
-   unchanged with 0.1. Unlike BERT, random tokens never are special or "[unused]" tokens.
+   unchanged with 0.1 ("span": one draw per span, so all its tokens get the same treatment, each random one
+   drawn on its own). Unlike BERT, random tokens never are special or "[unused]" tokens.
 
 Why not tensorflow-text's `RandomItemSelector` / `MaskValuesChooser`: they draw from TF's stateful random ops
 (`tf.random.shuffle`, `tf.random.uniform`), which makes a tf.data iterator neither reproducible from a seed nor
@@ -35,8 +37,18 @@ tf_setup.hide_accelerators_from_tf()
 # Tokens that are control symbols of the vocabulary ([PAD], [unused7], [CLS], ...) are never random replacements.
 _CONTROL_TOKEN = re.compile(r"^\[[^\[\]]+\]$")
 
+# The masking units (`config.data.masking`): single tokens, whole words (a piece and its "##" pieces), or spans of
+# whole words.
+MASKING = ("token", "word", "span")
+
+# SpanBERT's span lengths in words: geometric with p = 0.2, truncated at 10 words and renormalised as SpanBERT's
+# code does (`span_length_probabilities`; mean 3.79 words. Clipping, all mass above 10 put on 10, would give 4.46).
+SPAN_P, SPAN_MAX_WORDS = 0.2, 10
+
 # Offsets folded into the batch seed, one per independent random draw.
 _SELECT, _ACTION, _RANDOM_TOKEN = 0, 1, 2
+# ... and into the selection seed, for spans.
+_SPAN_LENGTH, _SPAN_START = 0, 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +58,7 @@ class Masker:
     Build it with `Masker.from_vocab(...)` (or `from_tokenizer`), then call it on a batch:
 
         masker = Masker.from_vocab(vocab, special_ids=(0, 100, 101, 102, 103), mask_id=103, rate=0.15,
-                                   max_predictions=20, whole_word=True)
+                                   max_predictions=20, masking="word")
         out = masker(input_ids, attention_mask, seed=tf.constant([0, 7], tf.int64))
         out["input_ids"], out["masked_positions"], out["masked_ids"], out["masked_weights"]
     """
@@ -55,7 +67,8 @@ class Masker:
     mask_id: int
     replacement_ids: tuple[int, ...]  # the pool of random replacement tokens (no special or control tokens)
     vocab_size: int
-    continuation: tuple[bool, ...] | None  # per vocabulary id: is a "##" piece (whole-word masking), else None
+    continuation: tuple[bool, ...] | None  # per vocabulary id: is a "##" piece (masking by words), else None
+    masking: str = "token"  # one of MASKING: what a masking unit is
     rate: float = 0.15
     max_predictions: int = 20
 
@@ -68,26 +81,29 @@ class Masker:
         mask_id: int,
         rate: float = 0.15,
         max_predictions: int = 20,
-        whole_word: bool = False,
+        masking: str = "token",
     ) -> Masker:
         """Derives the replacement pool and the "##" continuation flags from the vocabulary list (id = index)."""
+        if masking not in MASKING:
+            raise ValueError(f"masking={masking!r} is unknown; use one of {', '.join(MASKING)}")
         special = {int(i) for i in special_ids} | {int(mask_id)}
         pool = tuple(i for i, tok in enumerate(vocab) if i not in special and not _CONTROL_TOKEN.match(tok))
         if not pool:
             raise ValueError("the vocabulary has no ordinary tokens to use as random replacements")
-        continuation = tuple(tok.startswith("##") for tok in vocab) if whole_word else None
+        continuation = tuple(tok.startswith("##") for tok in vocab) if masking != "token" else None
         return cls(
             special_ids=tuple(sorted(special)),
             mask_id=int(mask_id),
             replacement_ids=pool,
             vocab_size=len(vocab),
             continuation=continuation,
+            masking=masking,
             rate=float(rate),
             max_predictions=int(max_predictions),
         )
 
     @classmethod
-    def from_tokenizer(cls, tokenizer, *, rate: float, max_predictions: int, whole_word: bool) -> Masker:
+    def from_tokenizer(cls, tokenizer, *, rate: float, max_predictions: int, masking: str) -> Masker:
         """`from_vocab` for a `sslm_jax.data.tokenizer.WordPieceTokenizer` (its `vocab`, `special_ids`, `mask_id`)."""
         return cls.from_vocab(
             tokenizer.vocab,
@@ -95,23 +111,16 @@ class Masker:
             mask_id=tokenizer.mask_id,
             rate=rate,
             max_predictions=max_predictions,
-            whole_word=whole_word,
+            masking=masking,
         )
 
     def __call__(self, input_ids: tf.Tensor, attention_mask: tf.Tensor, *, seed: tf.Tensor) -> dict[str, tf.Tensor]:
         """Masks a batch. input_ids/attention_mask: int [B, L]; seed: int [2]. Returns the four MLM fields."""
         input_ids = tf.convert_to_tensor(input_ids, tf.int32)
-        is_special = np.zeros([self.vocab_size], bool)
-        is_special[list(self.special_ids)] = True
-        candidates = candidate_mask(input_ids, attention_mask, is_special=is_special)
-        num = num_to_predict(candidates, rate=self.rate, max_predictions=self.max_predictions)
-        select_seed = tf.random.experimental.stateless_fold_in(seed, _SELECT)
-        if self.continuation is None:
-            selected = select_tokens(candidates, num, max_predictions=self.max_predictions, seed=select_seed)
-        else:
-            starts = word_starts(input_ids, candidates, continuation=self.continuation)
-            selected = select_words(candidates, starts, num, seed=select_seed)
+        selected, span, _ = self.select(input_ids, attention_mask, seed=seed)
         positions, labels, weights = gather_predictions(input_ids, selected, max_predictions=self.max_predictions)
+        # Spans: the predictions of one span share one 80/10/10 draw (span k uses draw k - 1).
+        units = None if span is None else tf.maximum(tf.gather(span, positions, batch_dims=1) - 1, 0)
         masked = replace_predictions(
             input_ids,
             positions,
@@ -119,8 +128,31 @@ class Masker:
             mask_id=self.mask_id,
             replacement_ids=self.replacement_ids,
             seed=seed,
+            units=units,
         )
         return {"input_ids": masked, "masked_positions": positions, "masked_ids": labels, "masked_weights": weights}
+
+    def select(
+        self, input_ids: tf.Tensor, attention_mask: tf.Tensor, *, seed: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor | None, tf.Tensor | None]:
+        """The positions that `__call__` with the same seed predicts: (selected bool [B, L], span, drawn).
+
+        span and drawn are `select_spans`'s outputs (which span each position belongs to; the lengths drawn) for
+        masking="span", None otherwise.
+        """
+        input_ids = tf.convert_to_tensor(input_ids, tf.int32)
+        is_special = np.zeros([self.vocab_size], bool)
+        is_special[list(self.special_ids)] = True
+        candidates = candidate_mask(input_ids, attention_mask, is_special=is_special)
+        num = num_to_predict(candidates, rate=self.rate, max_predictions=self.max_predictions)
+        select_seed = tf.random.experimental.stateless_fold_in(seed, _SELECT)
+        if self.masking == "token":
+            return select_tokens(candidates, num, max_predictions=self.max_predictions, seed=select_seed), None, None
+        starts = word_starts(input_ids, candidates, continuation=self.continuation)
+        if self.masking == "word":
+            return select_words(candidates, starts, num, seed=select_seed), None, None
+        span, drawn = select_spans(candidates, starts, num, max_spans=self.max_predictions, seed=select_seed)
+        return span > 0, span, drawn
 
 
 def candidate_mask(input_ids: tf.Tensor, attention_mask: tf.Tensor, *, is_special: Sequence[bool]) -> tf.Tensor:
@@ -196,6 +228,131 @@ def select_words(candidates: tf.Tensor, starts: tf.Tensor, num: tf.Tensor, *, se
     return tf.logical_and(in_word, tf.gather(word_accepted, tf.maximum(word, 0), batch_dims=1))
 
 
+def span_length_probabilities(p: float = SPAN_P, max_words: int = SPAN_MAX_WORDS) -> np.ndarray:
+    """float64 [max_words]: P(a span has k words), k = 1..max_words: p (1 - p)^(k - 1), renormalised over 1..max_words.
+
+    Example: p=0.2, max_words=10 -> [0.224, 0.179, 0.143, 0.115, 0.092, 0.073, 0.059, 0.047, 0.038, 0.030] (mean 3.79).
+    """
+    weights = p * (1 - p) ** np.arange(max_words)
+    return weights / weights.sum()
+
+
+def select_spans(
+    candidates: tf.Tensor,
+    starts: tf.Tensor,
+    num: tf.Tensor,
+    *,
+    max_spans: int,
+    seed: tf.Tensor,
+    p: float = SPAN_P,
+    max_words: int = SPAN_MAX_WORDS,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """SpanBERT's spans of whole words, `num` positions per row: (span int32 [B, L], drawn int32 [B, max_spans]).
+
+    span: k > 0 where a position belongs to the k-th span added to its row, 0 where it is not selected;
+    drawn: the length in words drawn for the k-th span of each row (0 where the row has fewer spans).
+
+    Spans are added to every row at once, one per round, while the row has fewer than `num` positions:
+    1. its length, l words, is drawn from `span_length_probabilities(p, max_words)`;
+    2. it starts at a word start chosen uniformly among the free words (not in a span yet) that fit in the row's
+       remaining budget of positions and have room for min(l, that budget) words: free words of the same segment
+       (a span never crosses an earlier span or a non-candidate, i.e. a special token or padding); where the row
+       has no such word left, uniformly among the fitting words with the longest room;
+    3. budget rule, "cut": the span takes its l words, cut after its last whole word that fits in the budget (or
+       at the end of its room, in the fallback of step 2).
+    So a row gets exactly `num` positions, whole words only, as token masking gives it (the rate is unbiased),
+    unless no free word is short enough for the last few (it stays under by less than one word: rare, as most
+    words are one piece). Whether a span is added depends only on the spans before it, never on its own length,
+    so `drawn` follows the distribution exactly; a span's real length falls short of its drawn one only where
+    the budget cut it (about one span per row at 128 tokens) or the row had no room left for it.
+
+    Example: candidates=[[F, T, T, T, T, T, F]], starts=[[F, T, F, T, T, T, F]] (words {1, 2}, {3}, {4}, {5}),
+    num=[3] -> e.g. span [[0, 0, 0, 1, 1, 2, 0]], drawn [[2, 4, 0, ...]]: a first span of 2 words ({3}, {4}), then
+    one drawn with 4 words, cut to {5} by the budget ({1, 2} does not fit the 1 position left); never half a word.
+    """
+    candidates = tf.convert_to_tensor(candidates, tf.bool)
+    starts = tf.convert_to_tensor(starts, tf.bool)
+    num = tf.convert_to_tensor(num, tf.int32)
+    batch, length = tf.shape(candidates)[0], tf.shape(candidates)[1]
+    # Word space [B, W = L]: word w of a row is its w-th word start and the candidates after it up to the next one.
+    word = tf.cumsum(tf.cast(starts, tf.int32), axis=1) - 1
+    in_word = tf.logical_and(candidates, word >= 0)
+    row_offset = tf.range(batch)[:, None] * length
+    pieces = tf.reshape(
+        tf.math.unsorted_segment_sum(
+            tf.reshape(tf.cast(in_word, tf.int32), [-1]),
+            tf.reshape(tf.where(in_word, word + row_offset, 0), [-1]),
+            batch * length,
+        ),
+        [batch, length],
+    )  # pieces of word w; 0 beyond the row's words
+    # Room: the free words from w to the end of w's segment (a word whose start follows a candidate continues the
+    # previous word's segment). Computed once here; each new span then only shortens the room before it.
+    prev_candidate = tf.pad(candidates[:, :-1], [[0, 0], [1, 0]])
+    joined = _scatter_rows(tf.where(starts, word, 0), tf.logical_and(starts, prev_candidate), tf.shape(starts))
+    exists = pieces > 0
+    segment = tf.cumsum(tf.cast(tf.logical_and(exists, tf.logical_not(joined)), tf.int32), axis=1)
+    w = tf.range(length)[None, :]
+    segment_end = tf.reshape(
+        tf.math.unsorted_segment_max(
+            tf.reshape(tf.where(exists, w, -1), [-1]), tf.reshape(segment + row_offset, [-1]), batch * length
+        ),
+        [batch, length],
+    )
+    room = tf.where(exists, tf.gather(segment_end, segment, batch_dims=1) - w + 1, 0)
+    # Positions up to and including word w (padded: words past the row's end add none).
+    through = tf.cumsum(pieces, axis=1)
+    through = tf.concat([through, tf.repeat(through[:, -1:], max_words, axis=1)], axis=1)
+    upper = tf.linalg.band_part(tf.ones([length, length]), 0, -1)  # x @ upper: running sums along a row
+    # [B, max_spans]: the length of span k, drawn whether or not the row gets a k-th span, by inverting the
+    # distribution function. (Not tf.random.stateless_categorical: from the 33rd row on, it draws other values
+    # inside tf.data than eagerly, in TF 2.21.)
+    cdf = np.cumsum(span_length_probabilities(p, max_words))[:-1].astype(np.float32)
+    uniform = tf.random.stateless_uniform(
+        [batch, max_spans], seed=tf.random.experimental.stateless_fold_in(seed, _SPAN_LENGTH)
+    )
+    drawn = 1 + tf.reduce_sum(tf.cast(uniform[:, :, None] >= cdf, tf.int32), axis=2)
+    start_seed = tf.random.experimental.stateless_fold_in(seed, _SPAN_START)
+
+    def add_span(k, word_span, room, count, active):
+        remaining = num - count
+        length_k = tf.gather(drawn, k, axis=1)
+        fits = tf.logical_and(room > 0, pieces <= remaining[:, None])
+        longest = tf.reduce_max(tf.where(fits, room, 0), axis=1)
+        enough = tf.logical_and(fits, room >= tf.minimum(length_k, remaining)[:, None])
+        eligible = tf.where(
+            tf.reduce_any(enough, axis=1)[:, None], enough, tf.logical_and(fits, room == longest[:, None])
+        )
+        add = tf.logical_and(active, longest > 0)
+        # A uniform choice among the eligible words: the first one where their running count exceeds u * count.
+        running = tf.matmul(tf.cast(eligible, tf.float32), upper)
+        u = tf.random.stateless_uniform([batch], seed=tf.random.experimental.stateless_fold_in(start_seed, k))
+        first = tf.argmax(running > tf.floor(u * running[:, -1])[:, None], axis=1, output_type=tf.int32)
+        # Its words: at most l, within its room, cut after the last one that fits in the budget.
+        ahead = first[:, None] + tf.range(max_words)[None, :]
+        budget_end = tf.gather(through, first, batch_dims=1) - tf.gather(pieces, first, batch_dims=1) + remaining
+        in_budget = tf.reduce_sum(tf.cast(tf.gather(through, ahead, batch_dims=1) <= budget_end[:, None], tf.int32), 1)
+        last = first + tf.minimum(tf.minimum(length_k, tf.gather(room, first, batch_dims=1)), in_budget)
+        cover = tf.logical_and(add[:, None], tf.logical_and(w >= first[:, None], w < last[:, None]))
+        word_span = tf.where(cover, k + 1, word_span)
+        count = count + tf.reduce_sum(tf.where(cover, pieces, 0), axis=1)
+        # The room of a word before the span now ends at the span; the span's words have none.
+        shortened = tf.where(w < first[:, None], tf.minimum(room, first[:, None] - w), tf.where(cover, 0, room))
+        room = tf.where(add[:, None], shortened, room)
+        return k + 1, word_span, room, count, tf.logical_and(add, count < num)
+
+    def more(k, word_span, room, count, active):
+        return tf.logical_and(k < max_spans, tf.reduce_any(active))
+
+    initial = (tf.constant(0), tf.zeros([batch, length], tf.int32), room, tf.zeros([batch], tf.int32), num > 0)
+    _, word_span, _, _, _ = tf.while_loop(more, add_span, initial)
+    # Spans are numbered 1, 2, ... in each row: the row's k-th span exists iff k <= its largest number.
+    n_spans = tf.reduce_max(word_span, axis=1)
+    lengths = tf.where(tf.range(max_spans)[None, :] < n_spans[:, None], drawn, 0)
+    span = tf.where(in_word, tf.gather(word_span, tf.maximum(word, 0), batch_dims=1), 0)
+    return span, lengths
+
+
 def _scatter_rows(index: tf.Tensor, values: tf.Tensor, shape: tf.Tensor) -> tf.Tensor:
     """bool `shape` [B, L], true at (b, index[b, k]) where values[b, k] (a segment max: faster than scatter_nd)."""
     batch, length = shape[0], shape[1]
@@ -261,15 +418,20 @@ def replace_predictions(
     mask_id: int,
     replacement_ids: Sequence[int],
     seed: tf.Tensor,
+    units: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """input_ids with each prediction position set to [MASK] (80 %), a random token (10 %) or left as is (10 %).
 
     Random tokens are drawn uniformly from `replacement_ids`; padding predictions (weight 0) change nothing.
+    units: None (one draw per prediction), or int [B, P] in [0, P): predictions with the same unit share the
+    [MASK] / random / same draw (spans); each random token is still drawn on its own.
     Example: input_ids=[[101, 7, 8, 102]], positions=[[1, 2, 0]], weights=[[1., 1., 0.]], mask_id=103
     -> e.g. [[101, 103, 8, 102]] (7 masked, 8 kept).
     """
     shape = tf.shape(positions)
     action = tf.random.stateless_uniform(shape, seed=tf.random.experimental.stateless_fold_in(seed, _ACTION))
+    if units is not None:
+        action = tf.gather(action, units, batch_dims=1)
     pick = tf.random.stateless_uniform(
         shape,
         seed=tf.random.experimental.stateless_fold_in(seed, _RANDOM_TOKEN),

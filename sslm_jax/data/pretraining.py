@@ -43,6 +43,7 @@ from sslm_jax.data import tf_setup
 tf_setup.hide_accelerators_from_tf()
 
 from sslm_jax.data import masking, packing, pairs  # noqa: E402
+from sslm_jax.data.masking import MASKING, Masker  # noqa: E402  (`masking` is also a setting's name below)
 from sslm_jax.errors import CheckpointError, ConfigError  # noqa: E402
 
 OBJECTIVES = ("mlm", "nsp", "sop")
@@ -76,6 +77,18 @@ def validate_settings(data_config, *, max_position_embeddings: int) -> None:
     c = data_config
     if c.objective not in OBJECTIVES:
         raise ConfigError(f"config.data.objective={c.objective!r} is unknown; use one of {', '.join(OBJECTIVES)}")
+    if "whole_word_masking" in c:  # a config written before data.masking existed
+        raise ConfigError(
+            "config.data.whole_word_masking was replaced by config.data.masking='word' (False: 'token'); "
+            "set that instead"
+        )
+    if c.masking not in MASKING:
+        raise ConfigError(f"config.data.masking={c.masking!r} is unknown; use one of {', '.join(MASKING)}")
+    if c.masking == "span" and c.tokenizer != "wordpiece":
+        raise ConfigError(
+            f"config.data.masking='span' counts span lengths in WordPiece words (\"##\" pieces); it needs "
+            f"config.data.tokenizer='wordpiece', not {c.tokenizer!r}"
+        )
     if c.max_seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"config.data.max_seq_len={c.max_seq_len} is below {MIN_SEQ_LEN}; use 128 or 512")
     if c.max_seq_len > max_position_embeddings:
@@ -137,7 +150,7 @@ def create_dataset(
         max_seq_len=c.max_seq_len,
         max_predictions_per_seq=c.max_predictions_per_seq,
         mask_rate=c.mask_rate,
-        whole_word_masking=c.whole_word_masking,
+        masking=c.masking,
         short_seq_prob=c.short_seq_prob,
         train=split == "train",
         per_host_batch=per_host_batch,
@@ -155,7 +168,7 @@ def pretraining_dataset(
     max_seq_len: int,
     max_predictions_per_seq: int,
     mask_rate: float,
-    whole_word_masking: bool,
+    masking: str,
     short_seq_prob: float,
     train: bool,
     per_host_batch: int,
@@ -206,8 +219,8 @@ def pretraining_dataset(
     else:
         batches = rows.batch(per_host_batch).map(lambda b: pad_rows(b, per_host_batch))
 
-    masker = masking.Masker.from_tokenizer(
-        tokenizer, rate=mask_rate, max_predictions=max_predictions_per_seq, whole_word=whole_word_masking
+    masker = Masker.from_tokenizer(
+        tokenizer, rate=mask_rate, max_predictions=max_predictions_per_seq, masking=masking
     )
     mask_key = tf.random.experimental.stateless_fold_in(key, _MASK_STREAM)
     batches = batches.enumerate().map(
