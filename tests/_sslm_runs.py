@@ -124,3 +124,20 @@ def partial_checkpoints(workdir: pathlib.Path) -> list[str]:
     """Orbax's temporary step folders ("40.orbax-checkpoint-tmp-<time>"): saves in progress, or cut short."""
     folder = workdir / "checkpoints"
     return sorted(p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name) if folder.is_dir() else []
+
+
+def sslm(*args, check: bool = True) -> subprocess.CompletedProcess:
+    """`python -m sslm_jax ARGS` from the repository root, output captured; with `check`, exit 0 is asserted."""
+    out = subprocess.run(
+        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    if check:
+        assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
+def assert_cli_error(out: subprocess.CompletedProcess, command: str, fragment: str) -> None:
+    """`out` failed as bad input does: exit 2, no traceback, last line `sslm <command>: error: ...` with `fragment`."""
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert lines[-1].startswith(f"sslm {command}: error: ") and fragment in lines[-1], lines[-1]

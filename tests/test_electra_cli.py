@@ -3,29 +3,14 @@ discriminator → `sslm fill-mask` with the generator, and the one-line errors o
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
+
+from _sslm_runs import assert_cli_error, sslm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = f"--config={ROOT / 'configs' / 'electra_demo.py'}:smoke"
 pytestmark = pytest.mark.slow
-
-
-def sslm(*args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def one_line_error(out, command: str, fragment: str) -> None:
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
-    assert lines[-1].startswith(f"sslm {command}: error: ") and fragment in lines[-1], lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +37,8 @@ def test_the_discriminator_fine_tunes_and_the_generator_fills_masks(run, tmp_pat
 def test_bad_input_is_one_line(tmp_path):
     out = sslm("pretrain", SMOKE, f"--workdir={tmp_path / 'a'}", "--config.model.generator_hidden_fraction=0.3",
                check=False)  # fmt: skip
-    one_line_error(out, "pretrain", "does not divide the heads")
-    one_line_error(sslm("pretrain", SMOKE, f"--workdir={tmp_path / 'b'}", "--config.disc_weight=-1", check=False),
+    assert_cli_error(out, "pretrain", "does not divide the heads")
+    assert_cli_error(sslm("pretrain", SMOKE, f"--workdir={tmp_path / 'b'}", "--config.disc_weight=-1", check=False),
                    "pretrain", "disc_weight=-1")  # fmt: skip
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 

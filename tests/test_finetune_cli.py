@@ -9,12 +9,11 @@ import json
 import math
 import pathlib
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from _sslm_runs import sslm
 from sslm_jax.config_loading import load_config
 from sslm_jax.errors import CheckpointError, DataError, SslmError
 
@@ -25,13 +24,6 @@ DEV_ROWS = 37
 pytestmark = pytest.mark.slow
 
 
-def sslm(*args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-3000:]
-    return out
 
 
 def _sst2_rows(path: pathlib.Path, count: int) -> list[tuple[str, str]]:

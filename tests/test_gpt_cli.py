@@ -4,32 +4,14 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import pytest
 
-from _sslm_runs import tree_digest
+from _sslm_runs import assert_cli_error, sslm, tree_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "gpt_demo.py"
 pytestmark = pytest.mark.slow
-
-
-def sslm(*args, check=True) -> subprocess.CompletedProcess:
-    out = subprocess.run(
-        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
-    if check:
-        assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
-def one_line_error(out: subprocess.CompletedProcess, command: str, fragment: str) -> None:
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2, out.stderr[-3000:]
-    assert "Traceback" not in out.stderr and lines[-1].startswith(f"sslm {command}: error: "), out.stderr[-3000:]
-    assert fragment in lines[-1], lines[-1]
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +68,8 @@ def test_prompt_to_response_finetuning(run, tmp_path):
 def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
     before = tree_digest(run)
     long_prompt = " ".join(["word"] * 300)
-    one_line_error(sslm("generate", f"--workdir={run}", long_prompt, check=False), "generate", "exceeds the model's context")
-    one_line_error(sslm("generate", f"--workdir={run}", "x", "--top-p=0", check=False), "generate", "--top-p=0.0")
+    assert_cli_error(sslm("generate", f"--workdir={run}", long_prompt, check=False), "generate", "exceeds the model's context")
+    assert_cli_error(sslm("generate", f"--workdir={run}", "x", "--top-p=0", check=False), "generate", "--top-p=0.0")
     assert tree_digest(run) == before
 
     bpe = tmp_path / "bpe"
@@ -96,14 +78,14 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
     workdir = tmp_path / "never"
     out = sslm("pretrain", f"--config={SMOKE}:smoke", f"--workdir={workdir}", f"--config.data.vocab_path={bpe}",
                check=False)  # fmt: skip
-    one_line_error(out, "pretrain", "merges.txt does not exist")
+    assert_cli_error(out, "pretrain", "merges.txt does not exist")
     assert not workdir.exists()
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "a", "response": "b"}) + "\n" + json.dumps({"prompt": "c"}) + "\n")
     out = sslm("finetune", f"--config={ROOT / 'configs' / 'causal_sft.py'}:smoke", f"--workdir={tmp_path / 'sft'}",
                f"--config.init_from={run}", f"--config.data.train_files={bad}", check=False)  # fmt: skip
-    one_line_error(out, "finetune", "bad.jsonl:2 has no text field 'response'")
+    assert_cli_error(out, "finetune", "bad.jsonl:2 has no text field 'response'")
 
 
 def test_generate_on_a_bert_model_is_refused(tmp_path):
@@ -119,4 +101,4 @@ def test_generate_on_a_bert_model_is_refused(tmp_path):
     config = bert.BertConfig.from_size("tiny", vocab_size=len(tokens), max_position_embeddings=16)
     params = jax.tree.map(np.asarray, bert.init_params(bert.BertForPreTraining(config), jax.random.key(0)))
     out_dir = huggingface.save_checkpoint(tmp_path / "bert", config, params, vocab_file=vocab)
-    one_line_error(sslm("generate", f"--workdir={out_dir}", "a b", check=False), "generate", "cannot generate text")
+    assert_cli_error(sslm("generate", f"--workdir={out_dir}", "a b", check=False), "generate", "cannot generate text")
