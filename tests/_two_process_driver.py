@@ -83,16 +83,17 @@ def state_digest(state) -> str:
 
 def train_steps(vocab: str) -> tuple[list[dict[str, float]], str]:
     """The metrics of TRAIN_STEPS steps and the digest of the state they end with."""
-    import jax
-
     import types
+
+    import jax
 
     from sslm_jax import tasks
     from sslm_jax.training import optim, runners
 
     config = smoke_config(vocab)
+    vocab_size = len(pathlib.Path(vocab).read_text().splitlines())
     # The tokenizer only feeds the (unused) data pipeline; the model needs its size.
-    tok = types.SimpleNamespace(vocab_size=len(pathlib.Path(vocab).read_text().splitlines()))
+    tok = types.SimpleNamespace(vocab_size=vocab_size)
     task = tasks.get(config.task).build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     tx, schedule = optim.make_optimizer(config)
     runner = runners.JitRunner.build(config, task, tx, schedule)
