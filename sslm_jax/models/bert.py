@@ -48,7 +48,7 @@ HF_FIELDS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class BertConfig:
+class BertConfig(layers.Numerics):
     """Architecture and numerics of a BERT. Frozen (hashable) so it can be closed over by jitted functions."""
 
     vocab_size: int = 30522
@@ -135,14 +135,6 @@ class BertConfig:
             dtype=self.compute_dtype,
             param_dtype=self.weights_dtype,
         )
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weights_dtype(self):
-        return jnp.dtype(self.param_dtype)
 
 
 @flax.struct.dataclass

@@ -63,7 +63,7 @@ HF_NAMES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(layers.Numerics):
     """Architecture and numerics of a GPT-2. Frozen (hashable) so it can be closed over by jitted functions.
 
     `intermediate_size=None` means 4 * hidden_size (Hugging Face's `n_inner=None`) and is resolved at construction,
@@ -126,14 +126,6 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weights_dtype(self):
-        return jnp.dtype(self.param_dtype)
 
     @property
     def transformer(self) -> TransformerConfig:

@@ -32,6 +32,18 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+class Numerics:
+    """`compute_dtype` / `weights_dtype` of a model config dataclass from its `dtype` / `param_dtype` fields."""
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def weights_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+
 def activation(name: str) -> Callable[[Array], Array]:
     if name not in ACTIVATIONS:
         raise ValueError(f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}")

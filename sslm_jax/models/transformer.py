@@ -31,7 +31,7 @@ Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class TransformerConfig:
+class TransformerConfig(layers.Numerics):
     """What a stack of Transformer layers needs; each family's config maps its own fields onto this one."""
 
     hidden_size: int
@@ -59,14 +59,6 @@ class TransformerConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
-
-    @property
-    def compute_dtype(self):
-        return jnp.dtype(self.dtype)
-
-    @property
-    def weights_dtype(self):
-        return jnp.dtype(self.param_dtype)
 
 
 def init_cache(config: TransformerConfig, batch: int, max_length: int) -> tuple[KVCache, ...]:
