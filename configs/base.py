@@ -32,6 +32,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.dtype = "float32"  # compute dtype; "bfloat16" for mixed precision (parameters stay param_dtype).
     c.model.param_dtype = "float32"
     c.model.remat = False  # recompute layer activations in the backward pass (saves memory, costs ~1/3 FLOPs).
+    c.model.pooling = "cls"  # classifiers: "cls" (HF's [CLS] pooler / ELECTRA's token 0) | "mean" (real tokens).
     c.model.attention_implementation = ""  # "" lets XLA choose; "cudnn" forces the fused GPU kernel.
     # ELECTRA: the generator's hidden size as a fraction of the discriminator's; 0 = the size's default (1/4 for
     # tiny/mini/small, 1/3 for base). It must give whole attention heads of the discriminator's head size.

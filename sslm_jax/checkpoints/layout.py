@@ -145,7 +145,8 @@ def _upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       head followed from the task;
     - runs saved before `data.masking` existed chose between token and whole-word masking with the bool
       `data.whole_word_masking`: True becomes masking="word", False "token", and the old field is dropped (a config
-      that still sets it is refused by the data validation).
+      that still sets it is refused by the data validation);
+    - runs saved before `model.pooling` existed pooled [CLS].
     """
     data = config.get("data")
     if data is not None and "tokenizer" not in data:
@@ -158,6 +159,8 @@ def _upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         model.family = "bert"
     if model is not None and "head" not in model:
         model.head = {"pretrain": "pretraining", "classify": "classification"}.get(config.get("task"), "")
+    if model is not None and "pooling" not in model:
+        model.pooling = "cls"
     return config
 
 

@@ -49,6 +49,12 @@ def export_hf(
             overwrite=overwrite,
         )  # fmt: skip
     keeps_classifier = loaded.head == "classification" and head in ("auto", "classification")
+    if keeps_classifier and getattr(loaded.model_config, "pooling", "cls") != "cls":
+        # Hugging Face's BertForSequenceClassification always reads the [CLS] pooler; no class averages tokens.
+        raise CheckpointError(
+            f"{loaded.path} is a classifier with model.pooling={loaded.model_config.pooling!r}, which no Hugging Face "
+            "class computes (they pool [CLS]); fine-tune with --config.model.pooling=cls to export it"
+        )
     id2label = loaded.label_names if keeps_classifier and not loaded.is_regression else None
     return huggingface.save_checkpoint(
         out,

@@ -71,8 +71,12 @@ class BertConfig(layers.Numerics):
     remat: bool = False
     # `implementation` of jax.nn.dot_product_attention: None lets XLA choose; "cudnn" forces the fused GPU kernel.
     attention_implementation: str | None = None
+    # How the classification head reads the sequence (layers.POOLINGS): "cls" is Hugging Face's tanh pooler over
+    # [CLS]; "mean" averages the last layer's real tokens, with no pooler. Not a Hugging Face field.
+    pooling: str = "cls"
 
     def __post_init__(self):
+        layers.check_pooling(self.pooling)
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"hidden_size={self.hidden_size} is not divisible by num_attention_heads={self.num_attention_heads}"
@@ -300,14 +304,15 @@ class BertForMaskedLM(nn.Module):
 
 
 class BertForSequenceClassification(nn.Module):
-    """Pooled [CLS] → dropout → linear; `num_labels=1` is regression (Hugging Face's layout)."""
+    """Pooled [CLS] → dropout → linear; `num_labels=1` is regression (Hugging Face's layout). With
+    `config.pooling="mean"` the mean of the last layer's real tokens replaces the pooler (which then does not exist)."""
 
     config: BertConfig
     num_labels: int = 2
 
     def setup(self):
         c = self.config
-        self.bert = BertModel(c, add_pooling_layer=True)
+        self.bert = BertModel(c, add_pooling_layer=c.pooling == "cls")
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
         self.classifier = layers.dense(
             self.num_labels,
@@ -327,7 +332,9 @@ class BertForSequenceClassification(nn.Module):
         segment_ids=None,
         deterministic: bool = True,
     ) -> ClassificationOutput:
-        _, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        hidden, pooled = self.bert(input_ids, attention_mask, token_type_ids, position_ids, segment_ids, deterministic)
+        if pooled is None:
+            pooled = layers.POOLINGS[self.config.pooling](hidden, attention_mask)
         return ClassificationOutput(logits=self.classifier(self.dropout(pooled, deterministic=deterministic)))
 
 
@@ -370,6 +377,7 @@ def config_from_settings(m, vocab_size: int) -> BertConfig:
         param_dtype=m["param_dtype"],
         remat=m["remat"],
         attention_implementation=m["attention_implementation"] or None,
+        pooling=m.get("pooling", "cls"),
     )
 
 

@@ -340,10 +340,12 @@ class ElectraForSequenceClassification(nn.Module):
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, segment_ids=None,
                  deterministic: bool = True) -> ClassificationOutput:  # fmt: skip
-        first = jnp.zeros((input_ids.shape[0], 1), jnp.int32)  # the head reads token 0: the last layer computes only it
         common = (position_ids, segment_ids, deterministic)
-        hidden = self.electra(input_ids, attention_mask, token_type_ids, *common, first)
-        return ClassificationOutput(logits=self.classifier(hidden[:, 0], deterministic))
+        # "cls" reads token 0 only, so the last layer computes only that row.
+        rows = jnp.zeros((input_ids.shape[0], 1), jnp.int32) if self.config.pooling == "cls" else None
+        hidden = self.electra(input_ids, attention_mask, token_type_ids, *common, rows)
+        pooled = layers.POOLINGS[self.config.pooling](hidden, attention_mask)
+        return ClassificationOutput(logits=self.classifier(pooled, deterministic))
 
 
 # --- The family record (sslm_jax.models.registry) -------------------------------------------------------------
@@ -353,6 +355,7 @@ SHAPE_FIELDS = (*bert.SHAPE_FIELDS, "generator_hidden_fraction")
 # `config.model` fields passed to ElectraConfig as they are.
 _SETTINGS = ("max_position_embeddings", "type_vocab_size", "hidden_act", "hidden_dropout_prob",
              "attention_probs_dropout_prob", "dtype", "param_dtype", "remat")  # fmt: skip
+_DEFAULTS = {"pooling": "cls"}  # settings that older runs' configs lack
 
 
 def config_from_settings(m, vocab_size: int) -> ElectraConfig:
@@ -371,6 +374,7 @@ def config_from_settings(m, vocab_size: int) -> ElectraConfig:
         vocab_size=m["vocab_size"] or vocab_size,
         attention_implementation=m["attention_implementation"] or None,
         **{k: m[k] for k in _SETTINGS},
+        **{k: m.get(k, default) for k, default in _DEFAULTS.items()},
         **({"generator_hidden_fraction": fraction} if fraction else {}),
     )
     generator_config(config)  # fail at start-up, not at the first step

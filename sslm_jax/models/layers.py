@@ -126,6 +126,27 @@ def attention_mask(
     return mask
 
 
+def _first_token(hidden: Array, attention_mask: Array | None) -> Array:
+    return hidden[:, 0]
+
+
+def _masked_mean(hidden: Array, attention_mask: Array | None) -> Array:
+    if attention_mask is None:
+        return jnp.mean(hidden, axis=1)
+    weights = attention_mask.astype(hidden.dtype)[..., None]
+    return jnp.sum(hidden * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
+
+
+# How a classifier reads a sequence [B, T, H] -> [B, H] (`config.model.pooling`). "cls" is BERT's and ELECTRA's
+# token 0; "mean" averages the real tokens, which masked-LM pretraining trains (it never trains BERT's [CLS] pooler).
+POOLINGS: dict[str, Callable[[Array, Array | None], Array]] = {"cls": _first_token, "mean": _masked_mean}
+
+
+def check_pooling(pooling: str) -> None:
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r} is not one of {', '.join(map(repr, POOLINGS))}")
+
+
 def gather_positions(x: Array, positions: Array) -> Array:
     """Rows of each sequence: x [B, T, ...], positions [B, P] -> [B, P, ...].
 
