@@ -331,3 +331,35 @@ def test_family_is_registered_and_builds_from_settings():
     assert set(family.settings_from_hf(hf_small)) == set(family.shape_fields)
     with pytest.raises(ValueError, match="none of sslm_jax's model sizes"):
         family.settings_from_hf(CONFIG.to_hf_dict())
+
+
+# --- Inference on Hugging Face ELECTRA directories ---------------------------------------------------------------
+
+
+def test_hf_generator_and_classifier_directories_serve_fill_mask_and_classify(tmp_path, params):
+    from sslm_jax.inference import fill_mask, loading
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(CONFIG.vocab_size - 5)]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    _, gen_dir = hf_electra.save_pretraining_checkpoints(tmp_path / "hf", CONFIG, params)
+    hf_electra.save_checkpoint(gen_dir, electra.generator_config(CONFIG), hf_electra.split_pretraining_params(params)[1],
+                               head="generator", vocab_file=tmp_path / "vocab.txt", overwrite=True)  # fmt: skip
+    loaded = loading.load_model(gen_dir)
+    assert (loaded.kind, loaded.head) == ("huggingface", "generator")
+    got = fill_mask.fill_mask_from(gen_dir, ["w3 [MASK] w7"], top_k=3)
+    # The same text through the joint model's generator, from the parameters that were saved.
+    ids = jnp.array([[2, 8, 4, 12, 3]])
+    logits = electra.ElectraPretrainingModel(CONFIG).apply(
+        {"params": params}, ids, attention_mask=jnp.ones_like(ids), masked_positions=jnp.array([[2]]),
+        method="generator",
+    ).mlm_logits[0, 0]  # fmt: skip
+    expected = [vocab[i] for i in np.argsort(-np.asarray(logits))[:3]]
+    assert [token for token, _ in got[0][0]] == expected
+
+    classifier = electra.ElectraForSequenceClassification(CONFIG, num_labels=3)
+    cls_dir = hf_electra.save_checkpoint(tmp_path / "cls", CONFIG, _random_params(classifier, seed=1),
+                                         head="classification", vocab_file=tmp_path / "vocab.txt")  # fmt: skip
+    loaded = loading.load_model(cls_dir)
+    assert (loaded.head, len(loaded.label_names)) == ("classification", 3)
+    with pytest.raises(Exception, match="has no masked-LM head"):
+        fill_mask.fill_mask_from(cls_dir, ["w3 [MASK]"])

@@ -18,6 +18,8 @@ from sslm_jax.errors import SslmError
 from sslm_jax.inference.loading import load_model
 
 MASK_TOKEN = "[MASK]"
+# Heads whose output has `mlm_logits`: BERT's, and ELECTRA's generator (alone or in the joint pretraining model).
+MASKED_LM_HEADS = ("pretraining", "masked_lm", "generator")
 
 
 def encode_with_masks(tokenizer, text: str, max_seq_len: int) -> list[int]:
@@ -63,17 +65,17 @@ def _logits(model, params, input_ids, attention_mask):
 
 
 def fill_mask_from(path, texts: list[str], *, top_k: int = 5):
-    """`fill_mask` with the model saved at `path`: an sslm pretraining workdir (or checkpoint), or a Hugging Face
-    BertForPreTraining / BertForMaskedLM directory. Texts are limited to the model's max_seq_len."""
+    """`fill_mask` with the model saved at `path`: an sslm BERT or ELECTRA pretraining workdir (or checkpoint), or a
+    Hugging Face BertForPreTraining / BertForMaskedLM / ElectraForMaskedLM directory. Texts are limited to the model's max_seq_len."""
     if not texts:
         raise SslmError(f"no text given: pass one or more sentences with {MASK_TOKEN}")
     if top_k < 1:
         raise SslmError(f"top_k={top_k} must be at least 1")
     loaded = load_model(path)
-    if loaded.head not in ("pretraining", "masked_lm"):
+    if loaded.head not in MASKED_LM_HEADS:
         raise SslmError(
-            f"{loaded.path} holds a {loaded.head} model, which has no masked-LM head: use a pretraining run or a "
-            "BertForMaskedLM / BertForPreTraining directory"
+            f"{loaded.path} holds a {loaded.head} model, which has no masked-LM head: use a BERT or ELECTRA "
+            "pretraining run, or a BertForMaskedLM / BertForPreTraining / ElectraForMaskedLM directory"
         )
     top_k = min(top_k, loaded.tokenizer.vocab_size)
     return fill_mask(

@@ -36,7 +36,8 @@ class LoadedModel:
     Attributes:
       path: the checkpoint step directory or Hugging Face directory that was read.
       kind: "sslm" or "huggingface".
-      head: "pretraining" | "masked_lm" | "classification" | "encoder" | "causal_lm" (which outputs it has).
+      head: "pretraining" | "masked_lm" | "classification" | "encoder" | "causal_lm" | ELECTRA's "generator" |
+        "discriminator" (which outputs it has).
       model_config, model, params: the model's config (BertConfig, GPTConfig), the Flax module and its parameters
         (on one device).
       tokenizer: the model's tokenizer (WordPiece for BERT, byte-level BPE for GPT-2; `sslm_jax.data.tokenizers`).
@@ -65,8 +66,8 @@ class LoadedModel:
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT or
-    GPT-2 directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
+    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT,
+    ELECTRA or GPT-2 directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face model directory")
@@ -131,7 +132,11 @@ def _load_huggingface(directory: pathlib.Path) -> LoadedModel:
     model_type = _read_json(directory / huggingface.CONFIG_FILE).get("model_type")
     if model_type == "gpt2":
         return _load_hf_gpt2(directory)
-    return _load_hf_bert(directory)
+    if model_type == "electra":
+        from sslm_jax.interop import hf_electra
+
+        return _load_hf_wordpiece(directory, hf_electra)
+    return _load_hf_wordpiece(directory, huggingface)
 
 
 def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
@@ -160,17 +165,18 @@ def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
     )
 
 
-def _load_hf_bert(directory: pathlib.Path) -> LoadedModel:
+def _load_hf_wordpiece(directory: pathlib.Path, interop) -> LoadedModel:
+    """A Hugging Face BERT or ELECTRA directory, `interop` being its torch-free reader (`sslm_jax.interop`)."""
     from sslm_jax.data import tokenizer as tokenizer_lib
 
-    model_config, params = huggingface.load_checkpoint(directory)
-    head = huggingface.head_of(params)
-    num_labels = huggingface.num_labels_of(params)
+    model_config, params = interop.load_checkpoint(directory)
+    head = interop.head_of(params)
+    num_labels = interop.num_labels_of(params)
     hf_config = json.loads((directory / huggingface.CONFIG_FILE).read_text())
     tokenizer_config = _read_json(directory / "tokenizer_config.json")
     vocab_path = directory / "vocab.txt"
     if not vocab_path.is_file():
-        raise CheckpointError(f"{directory}: no vocab.txt beside config.json; BERT's WordPiece vocabulary is needed")
+        raise CheckpointError(f"{directory}: no vocab.txt beside config.json; its WordPiece vocabulary is needed")
     tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=bool(tokenizer_config.get("do_lower_case", True)))
     label_names: tuple[str, ...] = ()
     is_regression = head == "classification" and (
@@ -188,7 +194,7 @@ def _load_hf_bert(directory: pathlib.Path) -> LoadedModel:
         kind="huggingface",
         head=head,
         model_config=model_config,
-        model=huggingface.model_for_head(model_config, head, num_labels=max(num_labels, 1)),
+        model=interop.model_for_head(model_config, head, num_labels=max(num_labels, 1)),
         params=jax.device_put(params, jax.local_devices()[0]),
         tokenizer=tok,
         vocab_path=vocab_path,

@@ -1,0 +1,51 @@
+"""Which self-supervised objective pays per CPU-minute: the runs of `bench/objectives.py` (its docstring has the
+protocol; it sets the files, the step counts and the seeds):
+    python bench/objectives.py --workdir=/tmp/sslm_objectives
+
+Variants:
+    pretrain,mlm_token | pretrain,mlm_word | pretrain,mlm_span   BERT-tiny masked LM, masking 15 % of the tokens
+                                                                 token by token, by whole words, or by SpanBERT spans
+    pretrain,electra                                             ELECTRA-tiny: a 1/4-wide generator + discriminator
+    finetune                                                     a classifier on 1,000 SST-2 rows (`model.pooling`
+                                                                 cls or mean), scored on SST-2 dev
+
+Every pretraining variant reads the same corpus and vocabulary with the same model width, sequence length, batch
+and learning-rate schedule shape; only the objective differs. `total_steps`, `warmup_steps` and the checkpoint
+cadence are the bench's (from each objective's measured CPU seconds per step).
+
+Hardware: 2 CPU cores. Runtime and results: BENCHMARKS.md.
+"""
+
+from configs import sst2_lift
+
+OBJECTIVES = ("mlm_token", "mlm_word", "mlm_span", "electra")
+
+
+def get_config(arg: str | None = None):
+    kind, _, objective = (arg or "").partition(",")
+    if kind == "finetune" and not objective:
+        return sst2_lift.get_config("finetune")
+    if kind != "pretrain" or objective not in OBJECTIVES:
+        raise ValueError(
+            f"configs/objectives.py:{arg or ''} - use 'finetune' or 'pretrain,OBJECTIVE' with OBJECTIVE one of "
+            f"{', '.join(OBJECTIVES)}"
+        )
+    c = sst2_lift.get_config("pretrain")
+    c.data.masking = "token"
+    if objective.startswith("mlm_"):
+        c.data.masking = objective.removeprefix("mlm_")
+    else:
+        c.task = "electra"
+        c.model.family = "electra"
+        c.disc_weight = 50.0
+    c.fill_mask_examples = ()
+    c.keep_checkpoints = 10
+    return c
+
+
+def validate_objectives(names) -> tuple[str, ...]:
+    unknown = sorted(set(names) - set(OBJECTIVES))
+    if unknown:
+        raise ValueError(f"unknown objective(s) {', '.join(unknown)}; choose from {', '.join(OBJECTIVES)}")
+    return tuple(names)
+
