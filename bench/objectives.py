@@ -41,6 +41,7 @@ import re
 import statistics
 import sys
 import time
+import warnings
 from typing import NoReturn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -256,24 +257,33 @@ def features(start: dict, texts: list[str], work: pathlib.Path) -> dict[str, "np
     return {"mean": np.concatenate(means), "cls": np.concatenate(firsts)}
 
 
+def _logistic_cv():
+    """L2 logistic regression, C from 10 values by 5-fold cross-validated accuracy."""
+    from sklearn.linear_model import LogisticRegressionCV
+
+    return LogisticRegressionCV(Cs=10, cv=5, max_iter=3000, scoring="accuracy")
+
+
+def _fit_score(model, train_x, train_y, dev_x, dev_y) -> float:
+    with warnings.catch_warnings():  # scikit-learn 1.8+ announces changes of LogisticRegressionCV's defaults
+        warnings.simplefilter("ignore", FutureWarning)
+        return float(model.fit(train_x, train_y).score(dev_x, dev_y))
+
+
 def probe(train_x, train_y, dev_x, dev_y) -> float:
     """Dev accuracy of an L2 logistic regression on standardised features, C chosen by 5-fold CV on train only."""
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    model = make_pipeline(StandardScaler(), LogisticRegressionCV(Cs=10, cv=5, max_iter=3000))
-    return float(model.fit(train_x, train_y).score(dev_x, dev_y))
+    return _fit_score(make_pipeline(StandardScaler(), _logistic_cv()), train_x, train_y, dev_x, dev_y)
 
 
 def tfidf(train_texts, train_y, dev_texts, dev_y) -> float:
     from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
 
-    vectorizer = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
-    model = make_pipeline(vectorizer, LogisticRegressionCV(Cs=10, cv=5, max_iter=3000))
-    return float(model.fit(train_texts, train_y).score(dev_texts, dev_y))
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), _logistic_cv())
+    return _fit_score(model, train_texts, train_y, dev_texts, dev_y)
 
 
 # --- Driver ---------------------------------------------------------------------------------------------------

