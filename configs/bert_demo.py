@@ -18,23 +18,27 @@ from configs import base
 def get_config(arg: str | None = None):
     c = base.get_config()
     c.data.source = "stdlib"
-    c.data.vocab_size = 4096
+    # Tuned on held-out text that shares no sentence with training (BENCHMARKS.md, "The offline demo"): a 2,048-piece
+    # vocabulary and 25 % masking learn faster per step than 4,096 pieces and 15 % (held-out masked-token accuracy
+    # 0.206 vs 0.202 after 1,200 steps, and the right word in the top 5 for 3 of 3 prompts vs 1 of 3).
+    c.data.vocab_size = 2048
     c.data.max_seq_len = 64
-    c.data.max_predictions_per_seq = 10
+    c.data.mask_rate = 0.25
+    c.data.max_predictions_per_seq = 16
     c.data.shuffle_buffer = 2000
-    c.data.eval_fraction = 0.02
+    c.data.eval_fraction = 0.05
     c.model.size = "tiny"
     c.model.hidden_dropout_prob = 0.0  # a few hundred steps on a small corpus: dropout only slows learning
     c.model.attention_probs_dropout_prob = 0.0
     c.batch_size = 64
-    c.total_steps = 1000
+    c.total_steps = 1400
     c.learning_rate = 2e-3
     c.warmup_steps = 100
     c.weight_decay = 0.01
     c.log_every_steps = 50
-    c.eval_every_steps = 250
-    c.eval_steps = 10
-    c.checkpoint_every_steps = 500
+    c.eval_every_steps = 350
+    c.eval_steps = 4  # 256 rows: about all of the held-out text
+    c.checkpoint_every_steps = 700
     c.keep_checkpoints = 2
     c.fill_mask_examples = (
         "the [MASK] is closed when the file is no longer needed .",

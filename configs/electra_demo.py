@@ -20,6 +20,11 @@ def get_config(arg: str | None = None):
     c.task = "electra"
     c.model.family = "electra"
     c.disc_weight = 50.0
+    if arg != "smoke":
+        # A step costs about twice BERT's (generator + discriminator over every token): fewer steps fit 5 minutes.
+        c.total_steps = 800
+        c.eval_every_steps = 400
+        c.checkpoint_every_steps = 400
     if arg not in (None, "", "smoke"):
         raise ValueError(f"unknown variant {arg!r} of electra_demo.py; use no variant or 'smoke'")
     return c
