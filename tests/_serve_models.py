@@ -17,7 +17,7 @@ WORDS = "the a movie film was is good great bad dull fun funny boring and not ve
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]]
 BERT = bert.BertConfig(
     vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-    max_position_embeddings=32,
+    max_position_embeddings=16,
 )  # fmt: skip
 GPT = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64)
 SENTENCES = ["the movie was good and fun .", "a dull film , not very funny .", "def read_file(path): return 1"] * 20
