@@ -319,6 +319,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, kind, proto)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
+        sock.listen(2048)  # connections made before uvicorn's loop starts wait in the backlog, none is refused
     except OSError as e:
         raise SslmError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
     sock.set_inheritable(True)
