@@ -73,6 +73,7 @@ flags.DEFINE_integer("max-body-bytes", 1 << 20, "serve: larger request bodies an
 flags.DEFINE_integer("max-rows", 64, "serve: texts / prompts per request.")
 flags.DEFINE_integer("max-text-chars", 10_000, "serve: characters per text or prompt.")
 flags.DEFINE_integer("max-top-k", 50, "serve: the largest fill-mask top_k a request may ask for.")
+flags.DEFINE_string("routes", None, "serve: comma-separated routes to serve (classify,fill-mask,embed,generate); default: all the model supports.")
 flags.DEFINE_integer("max-new-tokens-limit", 256, "serve: the largest max_new_tokens a generate request may ask for.")
 
 FLAGS = flags.FLAGS
@@ -235,7 +236,7 @@ def _serve(argv):
         raise SslmError(f"--{'max-new-tokens-limit' if field == 'max_new_tokens' else field.replace('_', '-')}={rest}")
     code = service.serve(
         _require_workdir(), host=FLAGS.host, port=FLAGS.port, api_key_file=FLAGS["api-key-file"].value,
-        settings=settings,
+        settings=settings, routes=FLAGS.routes.split(",") if FLAGS.routes is not None else None,
     )  # fmt: skip
     sys.exit(code)
 

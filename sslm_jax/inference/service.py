@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -206,6 +207,7 @@ def create_app(
     *,
     settings: ServeSettings = ServeSettings(),
     api_keys: Sequence[str] = (),
+    routes: Sequence[str] | None = None,
 ) -> fastapi.FastAPI:
     """The ASGI app serving `model` (an sslm run, a Hugging Face directory, any path a registered backend kind opens,
     or an opened `ModelBackend`). Warm-up starts with the app's lifespan; /healthz says when it is done.
@@ -213,8 +215,14 @@ def create_app(
     Args:
       settings: batching and limits (`ServeSettings`).
       api_keys: accepted bearer keys; empty: no auth.
+      routes: serve only these of the model's routes (less to compile at start-up); None: all it supports.
     """
     backend = model if isinstance(model, ModelBackend) else open_backend(model, settings.shapes())
+    if routes is not None:
+        missing = [r for r in routes if r not in backend.runners]
+        if missing or not routes:
+            raise SslmError(f"routes {', '.join(routes) or '(none)'}: the model serves {', '.join(backend.runners)}")
+        backend = dataclasses.replace(backend, runners={r: backend.runners[r] for r in routes})
     service = _Service(backend, settings, api_keys)
 
     @contextlib.asynccontextmanager
@@ -333,6 +341,7 @@ def serve(
     port: int = 8080,
     api_key_file: str | os.PathLike | None = None,
     settings: ServeSettings = ServeSettings(),
+    routes: Sequence[str] | None = None,
 ) -> int:
     """Serves `model` until SIGTERM / SIGINT, then drains and returns 0 (1 if warm-up failed). Port 0 picks a free
     port; the first JSON log line ("listening") says which. SslmError (one line) on a bad model, key file or port."""
@@ -343,7 +352,7 @@ def serve(
     logger.propagate = False
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
     sock = _bind(host, port)
-    app = create_app(model, settings=settings, api_keys=keys)
+    app = create_app(model, settings=settings, api_keys=keys, routes=routes)
     service: _Service = app.state.service
     config = uvicorn.Config(
         app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=settings.drain_timeout_s
