@@ -13,6 +13,7 @@ import pytest
 
 from _serve_client import ThreadServer, call, metric
 from _serve_models import bert_dir
+from sslm_jax.errors import SslmError
 from sslm_jax.inference import classify, fill_mask
 from sslm_jax.inference.loading import load_model
 from sslm_jax.inference.service import create_app
@@ -52,6 +53,13 @@ def test_healthz_reports_the_model_and_its_routes(classifier):
     assert health["status"] == "ready"
     assert health["routes"] == ["classify", "embed"]
     assert health["model"]["labels"] == ["negative", "positive"]
+
+
+def test_routes_narrows_what_is_served(classifier):
+    _, loaded, _ = classifier
+    assert list(create_app(loaded.path, routes=["embed"]).state.service.backend.runners) == ["embed"]
+    with pytest.raises(SslmError, match="the model serves classify, embed"):
+        create_app(loaded.path, routes=["generate"])
 
 
 def test_classify_equals_the_library(classifier):

@@ -350,6 +350,7 @@ def serve(
     logger.handlers[:] = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our JSON events say started / ready / stopped
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
     sock = _bind(host, port)
     app = create_app(model, settings=settings, api_keys=keys, routes=routes)
