@@ -63,6 +63,19 @@ flags.DEFINE_float("top-p", 1.0, "generate: nucleus sampling mass, in (0, 1]; 1 
 flags.DEFINE_integer("seed", 0, "generate: the sampling seed (the same seed gives the same text).")
 flags.DEFINE_integer("num-samples", 1, "generate: continuations per prompt.")
 
+# --- serve ----------------------------------------------------------------------------------------------------
+flags.DEFINE_string("host", "127.0.0.1", "serve: the address to listen on (0.0.0.0: every interface).")
+flags.DEFINE_integer("port", 8080, "serve: the TCP port (0: any free port, named in the first log line).")
+flags.DEFINE_string("api-key-file", None, "serve: a file of accepted bearer keys, one per line; default: no auth.")
+flags.DEFINE_integer("max-batch", 32, "serve: rows per forward pass (1 turns batching off).")
+flags.DEFINE_float("max-wait-ms", 5.0, "serve: how long a batch's first row waits for more rows.")
+flags.DEFINE_integer("max-body-bytes", 1 << 20, "serve: larger request bodies answer 413.")
+flags.DEFINE_integer("max-rows", 64, "serve: texts / prompts per request.")
+flags.DEFINE_integer("max-text-chars", 10_000, "serve: characters per text or prompt.")
+flags.DEFINE_integer("max-top-k", 50, "serve: the largest fill-mask top_k a request may ask for.")
+flags.DEFINE_string("routes", None, "serve: comma-separated routes to serve (classify,fill-mask,embed,generate); default: all the model supports.")
+flags.DEFINE_integer("max-new-tokens-limit", 256, "serve: the largest max_new_tokens a generate request may ask for.")
+
 FLAGS = flags.FLAGS
 
 
@@ -205,6 +218,27 @@ def _export_hf(argv):
     if not FLAGS.out:
         raise SslmError("--out is required: the new Hugging Face model directory")
     print(f"wrote {export_hf(_require_workdir(), FLAGS.out)}")
+
+
+@command("serve", "serve the model over HTTP: --workdir=RUN_OR_HF_DIR [--host=127.0.0.1 --port=8080 --api-key-file=F]")
+def _serve(argv):
+    from sslm_jax.inference import service
+
+    try:
+        settings = service.ServeSettings(
+            max_batch=FLAGS["max-batch"].value, max_wait_ms=FLAGS["max-wait-ms"].value,
+            max_body_bytes=FLAGS["max-body-bytes"].value, max_rows=FLAGS["max-rows"].value,
+            max_text_chars=FLAGS["max-text-chars"].value, max_top_k=FLAGS["max-top-k"].value,
+            max_new_tokens=FLAGS["max-new-tokens-limit"].value,
+        )  # fmt: skip
+    except ValueError as e:  # "max_new_tokens=0 must be ..." -> "--max-new-tokens-limit=0 must be ..."
+        field, rest = str(e).split("=", 1)
+        raise SslmError(f"--{'max-new-tokens-limit' if field == 'max_new_tokens' else field.replace('_', '-')}={rest}")
+    code = service.serve(
+        _require_workdir(), host=FLAGS.host, port=FLAGS.port, api_key_file=FLAGS["api-key-file"].value,
+        settings=settings, routes=FLAGS.routes.split(",") if FLAGS.routes is not None else None,
+    )  # fmt: skip
+    sys.exit(code)
 
 
 def _usage() -> str:

@@ -66,32 +66,17 @@ def predict_file(
 
 def predict(loaded: LoadedModel, examples: Sequence[Example], *, batch_size: int = 32) -> np.ndarray:
     """Class probabilities [N, num_labels] (softmax, float32), or scores [N] for a regression model."""
-    from sslm_jax.data import finetuning  # TensorFlow (hidden from accelerators) only when texts are encoded
-
-    import tensorflow as tf
-
     _check_classifier(loaded)
     if batch_size < 1:
         raise SslmError(f"batch size {batch_size} must be at least 1")
-    widths = {len(e) for e in examples}
-    if len(widths) > 1 or not widths <= {1, 2}:
-        raise SslmError(f"examples must all be single texts or all sentence pairs; got widths {sorted(widths)}")
-    tok = loaded.tokenizer
+    if len({len(e) for e in examples}) > 1:
+        raise SslmError("examples must all be single texts or all sentence pairs, not a mix")
     logits_fn = jax.jit(make_predict_fn(loaded.model))
     outputs = []
     for start in range(0, len(examples), batch_size):
         chunk = list(examples[start : start + batch_size])
         chunk += [("",) * len(chunk[0])] * (batch_size - len(chunk))  # one batch shape: one compilation per length
-        columns = [[e[i] for e in chunk] for i in range(len(chunk[0]))]
-        inputs = finetuning.pack_inputs(
-            tok.tokenize(tf.constant(columns[0])),
-            tok.tokenize(tf.constant(columns[1])) if len(columns) == 2 else None,
-            max_seq_len=loaded.max_seq_len,
-            cls_id=tok.cls_id,
-            sep_id=tok.sep_id,
-            pad_id=tok.pad_id,
-        )
-        inputs = {k: v.numpy() for k, v in inputs.items()}
+        inputs = encode(loaded, chunk)
         length = _bucket(int(inputs["attention_mask"].sum(axis=1).max()), loaded.max_seq_len)
         logits = np.asarray(logits_fn(loaded.params, {k: v[:, :length] for k, v in inputs.items()}))
         outputs.append(logits[: min(batch_size, len(examples) - start)])
@@ -99,6 +84,29 @@ def predict(loaded: LoadedModel, examples: Sequence[Example], *, batch_size: int
     if loaded.is_regression:
         return logits[:, 0]
     return np.asarray(jax.nn.softmax(logits, axis=-1))
+
+
+def encode(loaded: LoadedModel, examples: Sequence[Example]) -> dict[str, np.ndarray]:
+    """input_ids, attention_mask, token_type_ids: int32 [N, max_seq_len] for examples that are all single texts or
+    all sentence pairs, packed as fine-tuning packs them (also what `sslm serve` feeds its classifier)."""
+    from sslm_jax.data import finetuning  # TensorFlow (hidden from accelerators) only when texts are encoded
+
+    import tensorflow as tf
+
+    widths = {len(e) for e in examples}
+    if len(widths) != 1 or not widths <= {1, 2}:
+        raise SslmError(f"examples must all be single texts or all sentence pairs; got widths {sorted(widths)}")
+    tok = loaded.tokenizer
+    columns = [[e[i] for e in examples] for i in range(len(examples[0]))]
+    inputs = finetuning.pack_inputs(
+        tok.tokenize(tf.constant(columns[0])),
+        tok.tokenize(tf.constant(columns[1])) if len(columns) == 2 else None,
+        max_seq_len=loaded.max_seq_len,
+        cls_id=tok.cls_id,
+        sep_id=tok.sep_id,
+        pad_id=tok.pad_id,
+    )
+    return {k: v.numpy() for k, v in inputs.items()}
 
 
 def records(loaded: LoadedModel, examples: Sequence[Example], outputs: np.ndarray) -> list[dict]:

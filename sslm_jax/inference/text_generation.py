@@ -56,12 +56,16 @@ def complete(
         model, params, ids, jax.random.key(seed), max_new_tokens=max_new_tokens, init_cache=init_cache,
         prompt_lengths=lengths, temperature=temperature, top_k=top_k, top_p=top_p, eos_id=tokenizer.eot_id,
     )  # fmt: skip
-    tokens, counts = np.asarray(out.tokens), np.asarray(out.lengths)
+    texts = decode_new_tokens(tokenizer, np.asarray(out.tokens), np.asarray(out.lengths))
+    return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+def decode_new_tokens(tokenizer, tokens: np.ndarray, counts: np.ndarray) -> list[str]:
+    """The text of each row's first `counts[i]` new tokens [B, N], end-of-text dropped."""
     texts = []
     for row, count in zip(tokens, counts):
-        row = [int(t) for t in row[:count] if int(t) != tokenizer.eot_id]
-        texts.append(tokenizer.decode(row))
-    return [texts[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+        texts.append(tokenizer.decode([int(t) for t in row[:count] if int(t) != tokenizer.eot_id]))
+    return texts
 
 
 def generate_from(path, prompts: Sequence[str], **settings) -> list[list[str]]:
