@@ -4,11 +4,13 @@ Every module of `sslm_jax.data` gets TensorFlow from here (`from sslm_jax.data.t
 `tensorflow_*` import), which does two things once per process:
 
 - It imports TensorFlow with its C++ log threshold at FATAL (`TF_CPP_MIN_LOG_LEVEL=3`), holding back the INFO
-  lines its libraries print while loading (replayed if the import fails). TF's GPU build probes for CUDA when it first lists devices, and on a machine without a driver prints
-  `E0000 ... failed call to cuInit: ... UNKNOWN ERROR (303)`, which reads like a failure (and on CPUs without
-  AVX-512 a oneDNN line of the same kind). TF reads the variable once, while it is imported; its previous value is
-  restored right after, so JAX/XLA and child processes keep their own logging. TF's real errors still reach us:
-  they are raised as Python exceptions. To see TF's C++ logs, import tensorflow yourself before sslm_jax.data.
+  lines its libraries print while loading (replayed if the import fails). TF's GPU build probes for CUDA when it
+  first lists devices, and on a machine without a driver prints `E0000 ... failed call to cuInit: ... UNKNOWN
+  ERROR (303)`, which reads like a failure. TF's core library reads the variable once, while it is imported; its
+  previous value is restored right after, so JAX/XLA and child processes keep their own logging. (One later line,
+  oneDNN's int64 notice on CPUs without AVX-512, comes from a library that reads it later and still shows.) TF's
+  real errors still reach us: they are raised as Python exceptions. To see TF's C++ logs, import tensorflow
+  yourself before sslm_jax.data.
 - It makes TF's accelerators invisible to it (`hide_accelerators_from_tf`). Without that, a TensorFlow build that
   finds CUDA would reserve most of the GPU memory for itself the first time it runs an op, and JAX would then fail
   to allocate. (The `tensorflow` wheel has no TPU runtime; `TPU` is hidden too in case a TPU build is installed.)
