@@ -37,11 +37,13 @@ import sys
 import time
 from typing import Callable
 
+# JAX would otherwise reserve 75 % of the GPU at start-up, leaving transformers' reference rows too little.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout, when sslm_jax is not installed (a GPU host gets it as source)
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from sslm_jax.inference import generate as gen  # noqa: E402
@@ -102,10 +104,14 @@ def _timed(run: Callable[[], object], steps: int) -> tuple[float, float]:
 
 
 def _row(bench: str, impl: str, *, tokens: int, step_s: float, first_s: float, model_flops: float | None,
-         peak: float | None, **extra) -> dict:  # fmt: skip
-    mfu = model_flops / step_s / peak if model_flops and peak else None
-    return dict(bench=bench, impl=impl, tokens_per_s=tokens / step_s, step_s=step_s, first_call_s=first_s,
-                mfu=mfu, **extra)  # fmt: skip
+         peak: float | None, reference: list[dict] = (), **extra) -> dict:  # fmt: skip
+    """One result. `reference`: transformers' rows of the same shapes; its eager row gives ratio_vs_hf."""
+    row = dict(bench=bench, impl=impl, tokens_per_s=tokens / step_s, step_s=step_s, first_call_s=first_s,
+               mfu=model_flops / step_s / peak if model_flops and peak else None, **extra)  # fmt: skip
+    eager = [r for r in reference if r.get("impl") == "transformers" and "tokens_per_s" in r]
+    if eager:
+        row["ratio_vs_hf"] = row["tokens_per_s"] / eager[0]["tokens_per_s"]
+    return row
 
 
 # --- sslm_jax --------------------------------------------------------------------------------------------------
@@ -195,36 +201,35 @@ def _torch_inputs(torch, **arrays) -> dict:
 def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[dict]:
     rows = []
     for seq, batch_size in shapes.bert_runs:
+        config = bert_config(shapes, seq, remat=False)
+        batch = mlm_batch(batch_size, seq, config.vocab_size)
+        reference = []
+        if torch is not None:  # first, so that our rows carry the ratio when they are printed
+            labels = np.full(batch["input_ids"].shape, -100, np.int64)
+            np.put_along_axis(labels, batch["masked_positions"], batch["masked_ids"], axis=1)
+            inputs = _torch_inputs(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   token_type_ids=batch["token_type_ids"], labels=labels)  # fmt: skip
+            hf_flops = batch_size * bert.train_flops_per_sequence(config, seq, None)  # its head runs on every row
+
+            def hf_model():
+                torch.manual_seed(0)
+                hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+                return transformers.BertForMaskedLM(hf_config)
+
+            reference = _torch_rows("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch,
+                                    device, dict(size=shapes.bert_size, seq=seq, batch=batch_size))  # fmt: skip
+        rows += reference
         for remat in (False, True):
             config = bert_config(shapes, seq, remat=remat)
-            batch = mlm_batch(batch_size, seq, config.vocab_size)
             model = bert.BertForMaskedLM(config)
             run = _jax_train_step(model, make_pretraining_loss(model, use_nsp=False, segment_attention=False), batch)
             first, step = _timed(run, args.steps)
             predictions = batch["masked_positions"].shape[1]
             model_flops = batch_size * bert.train_flops_per_sequence(config, seq, predictions)
             rows.append(_row("bert_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first,
-                             model_flops=model_flops, peak=peak, size=shapes.bert_size, seq=seq, batch=batch_size,
-                             dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
+                             model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size, seq=seq,
+                             batch=batch_size, dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
             _emit(rows[-1])
-        if torch is None:
-            continue
-        config = bert_config(shapes, seq, remat=False)
-        batch = mlm_batch(batch_size, seq, config.vocab_size)
-        labels = np.full(batch["input_ids"].shape, -100, np.int64)
-        np.put_along_axis(labels, batch["masked_positions"], batch["masked_ids"], axis=1)
-        inputs = _torch_inputs(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                               token_type_ids=batch["token_type_ids"], labels=labels)  # fmt: skip
-        hf_flops = batch_size * bert.train_flops_per_sequence(config, seq, None)  # its head runs on every row
-
-        def hf_model():
-            torch.manual_seed(0)
-            hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
-            return transformers.BertForMaskedLM(hf_config)
-
-        rows += _torch_rows("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch, device,
-                            dict(size=shapes.bert_size, seq=seq, batch=batch_size))  # fmt: skip
-        _ratio(rows, "bert_train", "hf_bert_train", seq)
     return rows
 
 
@@ -232,77 +237,81 @@ def bench_gpt(shapes: Shapes, args, peak, torch, transformers, device) -> list[d
     seq, batch_size = shapes.gpt_run
     config = gpt_config(shapes, seq)
     batch = causal_batch(batch_size, seq, config.vocab_size)
-    model = gpt.GPTLMHeadModel(config)
-    first, step = _timed(_jax_train_step(model, make_causal_lm_loss(model, segment_attention=False), batch), args.steps)
-    model_flops = batch_size * gpt.train_flops_per_sequence(config, seq)
-    rows = [_row("gpt_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first, model_flops=model_flops,
-                 peak=peak, size=shapes.gpt_size, seq=seq, batch=batch_size, dtype="bfloat16", params="float32",
-                 remat=False)]  # fmt: skip
-    _emit(rows[-1])
+    model_flops = batch_size * gpt.train_flops_per_sequence(config, seq)  # the same on both sides
+    reference = []
     if torch is not None:
         inputs = _torch_inputs(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                labels=batch["input_ids"])  # fmt: skip
 
         def hf_model():
             torch.manual_seed(0)
-            return transformers.GPT2LMHeadModel(transformers.GPT2Config(**config.to_hf_dict(), attn_implementation="sdpa"))
+            return transformers.GPT2LMHeadModel(
+                transformers.GPT2Config(**config.to_hf_dict(), attn_implementation="sdpa")
+            )
 
-        rows += _torch_rows("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch, device,
-                            dict(size=shapes.gpt_size, seq=seq, batch=batch_size))  # fmt: skip
-        _ratio(rows, "gpt_train", "hf_gpt_train", seq)
-    return rows
+        reference = _torch_rows("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch,
+                                device, dict(size=shapes.gpt_size, seq=seq, batch=batch_size))  # fmt: skip
+    model = gpt.GPTLMHeadModel(config)
+    first, step = _timed(_jax_train_step(model, make_causal_lm_loss(model, segment_attention=False), batch), args.steps)
+    row = _row("gpt_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first, model_flops=model_flops,
+               peak=peak, reference=reference, size=shapes.gpt_size, seq=seq, batch=batch_size, dtype="bfloat16",
+               params="float32", remat=False)  # fmt: skip
+    _emit(row)
+    return reference + [row]
 
 
 def _torch_rows(bench, make_model, inputs, model_flops, tokens, args, peak, torch, device, info) -> list[dict]:
+    """transformers' eager bf16 step, then (on CUDA) its `torch.compile`d step; a compile that fails or takes longer
+    than --compile-budget-s is reported as skipped, not fatal (the eager row is the reference)."""
     rows = []
     for compiled in (False, True):
         if compiled and (args.smoke or device != "cuda"):
             continue  # torch.compile is measured on the GPU only
+        impl = "transformers+torch.compile" if compiled else "transformers"
         model = make_model()
         run = _torch_train_step(torch.compile(model) if compiled else model, inputs, torch, device)
-        start = time.perf_counter()
-        try:
-            run()
-        except Exception as e:  # noqa: BLE001 - a reference that fails to compile is reported, not fatal
-            rows.append(dict(bench=bench, impl="transformers+torch.compile", skipped=f"{type(e).__name__}: {e}"[:300],
-                             **info))  # fmt: skip
-            _emit(rows[-1])
-            continue
-        if compiled and time.perf_counter() - start > args.compile_budget_s:
-            rows.append(dict(bench=bench, impl="transformers+torch.compile", **info,
-                             skipped=f"compiled in {time.perf_counter() - start:.0f} s > --compile-budget-s"))  # fmt: skip
-            _emit(rows[-1])
-            continue
+        compile_s = None
+        if compiled:
+            start = time.perf_counter()
+            try:
+                run()
+            except Exception as e:  # noqa: BLE001 - see the docstring
+                skipped = f"{type(e).__name__}: {e}"[:300]
+            else:
+                compile_s = time.perf_counter() - start
+                skipped = (
+                    f"compiled in {compile_s:.0f} s > --compile-budget-s" if compile_s > args.compile_budget_s else ""
+                )
+            if skipped:
+                rows.append(dict(bench=bench, impl=impl, skipped=skipped, **info))
+                _emit(rows[-1])
+                del run, model
+                _release(torch, device)
+                continue
         first, step = _timed(run, args.steps)
-        impl = "transformers+torch.compile" if compiled else "transformers"
-        rows.append(_row(bench, impl, tokens=tokens, step_s=step, first_s=first, model_flops=model_flops, peak=peak,
-                         dtype="bfloat16 autocast", params="float32", device=device, **info))  # fmt: skip
+        del run, model
+        _release(torch, device)
+        rows.append(_row(bench, impl, tokens=tokens, step_s=step, first_s=compile_s or first, model_flops=model_flops,
+                         peak=peak, dtype="bfloat16 autocast", params="float32", device=device, **info))  # fmt: skip
         _emit(rows[-1])
     return rows
 
 
 def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[dict]:
+    """Greedy decoding of exactly `new` tokens per row (no EOS), the same random weights and prompts on both sides."""
     batch_size, prompt_len, new = shapes.generate
     config = gpt_config(shapes, prompt_len + new)
     model = gpt.GPTLMHeadModel(config)
     params = jax.jit(functools.partial(gpt.init_params, model))(jax.random.key(0))
     prompt = np.random.RandomState(0).randint(0, config.vocab_size, (batch_size, prompt_len)).astype(np.int32)
-
-    def ours():
-        out = gen.generate(model, params, prompt, None, max_new_tokens=new, init_cache=gpt.init_cache,
-                           temperature=0.0, eos_id=None)  # fmt: skip
-        return np.asarray(out.tokens)
-
-    first, step = _timed(ours, args.steps)
     info = dict(size=shapes.gpt_size, batch=batch_size, prompt=prompt_len, new_tokens=new, dtype="bfloat16")
-    rows = [_row("gpt_generate", "sslm_jax", tokens=batch_size * new, step_s=step, first_s=first, model_flops=None,
-                 peak=None, **info)]  # fmt: skip
-    _emit(rows[-1])
+    reference = []
     if torch is not None:
-        from sslm_jax.interop import hf_gpt2
         import tempfile
 
-        with tempfile.TemporaryDirectory() as tmp:  # the same weights on both sides
+        from sslm_jax.interop import hf_gpt2
+
+        with tempfile.TemporaryDirectory() as tmp:  # our weights, exported (in fp32; loaded as bf16)
             hf_gpt2.save_checkpoint(tmp, dataclasses.replace(config, dtype="float32"), jax.device_get(params))
             hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, dtype=torch.bfloat16).to(device).eval()
         t_prompt = torch.from_numpy(prompt.astype(np.int64)).to(device)
@@ -314,19 +323,28 @@ def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[di
             return out.cpu()
 
         first, step = _timed(theirs, args.steps)
-        rows.append(_row("hf_gpt_generate", "transformers", tokens=batch_size * new, step_s=step, first_s=first,
-                         model_flops=None, peak=None, device=device, **info))  # fmt: skip
-        _emit(rows[-1])
-        rows[-2]["ratio_vs_hf"] = rows[-2]["tokens_per_s"] / rows[-1]["tokens_per_s"]
-    return rows
+        reference = [_row("hf_gpt_generate", "transformers", tokens=batch_size * new, step_s=step, first_s=first,
+                          model_flops=None, peak=None, device=device, **info)]  # fmt: skip
+        _emit(reference[0])
+        del hf, theirs
+        _release(torch, device)
+
+    def ours():
+        out = gen.generate(model, params, prompt, None, max_new_tokens=new, init_cache=gpt.init_cache,
+                           temperature=0.0, eos_id=None)  # fmt: skip
+        return np.asarray(out.tokens)
+
+    first, step = _timed(ours, args.steps)
+    row = _row("gpt_generate", "sslm_jax", tokens=batch_size * new, step_s=step, first_s=first, model_flops=None,
+               peak=None, reference=reference, **info)  # fmt: skip
+    _emit(row)
+    return reference + [row]
 
 
-def _ratio(rows: list[dict], ours: str, theirs: str, seq: int) -> None:
-    """Adds ratio_vs_hf to our rows at `seq`: tokens/s over transformers' eager bf16 tokens/s."""
-    ref = [r for r in rows if r["bench"] == theirs and r.get("seq") == seq and r.get("impl") == "transformers"]
-    for r in rows:
-        if ref and r["bench"] == ours and r.get("seq") == seq and "tokens_per_s" in r:
-            r["ratio_vs_hf"] = r["tokens_per_s"] / ref[0]["tokens_per_s"]
+def _release(torch, device: str) -> None:
+    """Gives the GPU memory of a finished reference (its last references deleted) back before JAX's rows."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
 
 
 def _emit(row: dict) -> None:

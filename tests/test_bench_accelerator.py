@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import _blocked_imports
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -16,19 +18,17 @@ def test_smoke_runs_every_row_without_tensorflow(tmp_path, torch):
     out_file = tmp_path / "accelerator.json"
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as on a one-chip host
     # The script runs from a bare checkout: no TensorFlow may be importable for it to pass.
-    blocker = tmp_path / "sitecustomize.py"
-    blocker.write_text(
-        "import sys\n"
-        "class _NoTF:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'):\n"
-        "            raise ImportError('blocked: ' + name)\n"
-        "sys.meta_path.insert(0, _NoTF())\n"
+    (tmp_path / "sitecustomize.py").write_text(
+        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
     )
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     out = subprocess.run(
         [sys.executable, "bench/accelerator.py", "--smoke", f"--json={out_file}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     rows = json.loads(out_file.read_text())

@@ -152,4 +152,6 @@ def test_electra_notebook_runs(tmp_path, monkeypatch):
     assert "'rtd_accuracy'" in text and "'rtd_all_original_accuracy'" in text, text[-3000:]
     assert re.search(r"^fill-mask: .+ -> \S+ \d\.\d\d", text, flags=re.M), text[-3000:]
     for head in ("discriminator", "generator"):
-        assert re.search(rf"^exported: {head} \[.*'config\.json', 'model\.safetensors'.*'vocab\.txt'\]", text, flags=re.M)
+        assert re.search(
+            rf"^exported: {head} \[.*'config\.json', 'model\.safetensors'.*'vocab\.txt'\]", text, flags=re.M
+        )

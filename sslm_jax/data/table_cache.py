@@ -54,7 +54,13 @@ def _key(name: str, args: Mapping[str, object]) -> str:
     except metadata.PackageNotFoundError:  # a source tree on PYTHONPATH, not installed
         ours = "source"
     return json.dumps(
-        {"name": name, "args": dict(args), "recipe": RECIPE_VERSION, "sslm_jax": ours, "tokenizers": tokenizers.__version__},
+        {
+            "name": name,
+            "args": dict(args),
+            "recipe": RECIPE_VERSION,
+            "sslm_jax": ours,
+            "tokenizers": tokenizers.__version__,
+        },
         sort_keys=True,
     )
 
@@ -120,5 +126,7 @@ def _write(path: pathlib.Path, key: str, arrays: dict[str, np.ndarray]) -> None:
     except OSError as e:
         logging.warning(
             "sslm_jax: cannot cache a table in %s (%s); it is recomputed in every process (set SSLM_CACHE_DIR to a "
-            "writable folder)", path.parent, e,
+            "writable folder)",
+            path.parent,
+            e,
         )
