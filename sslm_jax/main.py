@@ -7,7 +7,6 @@ one line `sslm <command>: error: ...` and exits with status 2.
 from __future__ import annotations
 
 import logging
-import os
 import pathlib
 import sys
 import types
@@ -316,8 +315,7 @@ def run():
     for arg in sys.argv[1:]:
         if arg.startswith("--config="):
             config_dir_on_path(arg.split("=", 1)[1])
-    # TensorFlow's C++ start-up chatter (no CUDA driver, ...) says nothing about the run.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow's C++ start-up chatter is quieted where it is imported: sslm_jax/data/tf_setup.py.
     app.call_after_init(_quiet_library_info)
     app.run(_main, flags_parser=_parse_flags)
 

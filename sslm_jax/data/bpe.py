@@ -45,11 +45,8 @@ import pathlib
 import tempfile
 from typing import Iterable, Mapping, Sequence
 
-import tensorflow as tf
 
-from sslm_jax.data.tf_setup import hide_accelerators_from_tf
-
-hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 from sslm_jax.data import bpe_ops  # noqa: E402
 from sslm_jax.data.bpe_ops import byte_alphabet  # noqa: E402,F401  (part of this module's API)

@@ -1,6 +1,6 @@
 """The in-graph pieces of `sslm_jax.data.bpe`: GPT-2's pre-tokeniser and the BPE merge loop as plain TF ops.
 
-    classes = tf.constant(code_point_classes())           # once per process, ~5 s
+    classes = tf.constant(code_point_classes())           # ~5 s once, then cached on disk
     words = word_bytes(tf.constant(["it's  a"]), classes)  # [[[105, 116], [39, 115], [32], [32, 97]]]
     merges = Merges(vocab, [("Ġ", "a"), ...])               # validates; tensors only, no lookup-table resource
     merges.apply(words.values)                             # ids of [["it"], ["'s"], ["Ġ"], ["Ġa"]]
@@ -16,12 +16,10 @@ import functools
 from typing import Mapping, Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from sslm_jax.data.tf_setup import hide_accelerators_from_tf
+from sslm_jax.data import table_cache
+from sslm_jax.data.tf_setup import tf
 from sslm_jax.errors import DataError
-
-hide_accelerators_from_tf()
 
 # Classes: L letter (the contraction letters s t r e v m l d stay themselves), N number, O other ("'" stays
 # itself), I whitespace followed by whitespace or the end, " " / W a space / other whitespace followed by
@@ -85,6 +83,14 @@ def word_bytes(texts: tf.Tensor, classes: tf.Tensor) -> tf.RaggedTensor:
 @functools.lru_cache(maxsize=1)
 def code_point_classes() -> np.ndarray:
     """[0x110000] uint8: for every code point, its class as GPT-2's regex in HF sees it (ASCII letters above).
+
+    Computed once per library version, then read from the on-disk cache (`table_cache`).
+    """
+    return table_cache.cached_arrays("bpe_classes", {}, lambda: {"classes": _compute_code_point_classes()})["classes"]
+
+
+def _compute_code_point_classes() -> np.ndarray:
+    """`code_point_classes`, computed (~5 s).
 
     Read from HF's own pre-tokeniser: in " x" + c + c + "0" the pieces show c's class. A letter joins " x"; a
     number joins "0" (and its twin); other characters form "cc"; whitespace c is cut between its two copies

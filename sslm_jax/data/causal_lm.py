@@ -21,11 +21,8 @@ one `PipelineIterator`.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 from sslm_jax.data import packing  # noqa: E402
 from sslm_jax.data.pretraining import DOCUMENT_SHUFFLE_BUFFER, DOCUMENTS_PER_GROUP, pad_rows, shuffle_seed  # noqa: E402

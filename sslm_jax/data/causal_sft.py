@@ -22,11 +22,8 @@ import dataclasses
 import math
 
 import numpy as np
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 from sslm_jax.data import files  # noqa: E402
 from sslm_jax.data.pretraining import pad_rows, shuffle_seed  # noqa: E402

@@ -39,12 +39,9 @@ _MAGIC = re.compile(r"[*?[]")
 
 
 def import_tensorflow():
-    """TensorFlow, imported on first use and kept off the accelerators (see `tf_setup`)."""
-    import tensorflow as tf
+    """TensorFlow, imported on first use, quietly and kept off the accelerators (see `tf_setup`)."""
+    from sslm_jax.data.tf_setup import tf
 
-    from sslm_jax.data.tf_setup import hide_accelerators_from_tf
-
-    hide_accelerators_from_tf()
     return tf
 
 

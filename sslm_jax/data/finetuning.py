@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import math
 
-import tensorflow as tf
 
 from sslm_jax.data import labelled_sources
 from sslm_jax.data.labelled_sources import TaskInfo
-from sslm_jax.data.tf_setup import hide_accelerators_from_tf
+from sslm_jax.data.tf_setup import tf
 from sslm_jax.errors import ConfigError, DataError
-
-hide_accelerators_from_tf()
 
 SPLITS = ("train", "eval")
 

@@ -36,14 +36,11 @@ import json
 import math
 from typing import Any, Sequence
 
-import tensorflow as tf
 
 from sslm_jax.data import files
-from sslm_jax.data.tf_setup import hide_accelerators_from_tf
+from sslm_jax.data.tf_setup import tf
 from sslm_jax.errors import ConfigError, DataError
 from sslm_jax.objectives import glue_metrics
-
-hide_accelerators_from_tf()
 
 LABELLED_FORMATS = files.RECORD_FORMATS
 _CLASS_METRICS = ("accuracy", "f1", "matthews_corr")  # need class ids, not scores

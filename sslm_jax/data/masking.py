@@ -28,11 +28,8 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 # Tokens that are control symbols of the vocabulary ([PAD], [unused7], [CLS], ...) are never random replacements.
 _CONTROL_TOKEN = re.compile(r"^\[[^\[\]]+\]$")

@@ -16,11 +16,8 @@ The three steps, each usable eagerly or inside `tf.data`:
 
 from __future__ import annotations
 
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 
 def document_stream(token_ids: tf.RaggedTensor, *, sep_id: int) -> tuple[tf.Tensor, tf.Tensor]:

@@ -27,11 +27,8 @@ segment_ids = attention mask (1 on real tokens).
 
 from __future__ import annotations
 
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 # After ". ! ?" (plus closing quotes/brackets) + whitespace + a non-lower-case character, insert a line break.
 _SENTENCE_END = r"([.!?]['\"\x{2019}\x{201d})\]]*)\s+([^\p{Ll}\s])"

@@ -36,11 +36,8 @@ import os
 from collections.abc import Iterator
 
 import numpy as np
-import tensorflow as tf
 
-from sslm_jax.data import tf_setup
-
-tf_setup.hide_accelerators_from_tf()
+from sslm_jax.data.tf_setup import tf
 
 from sslm_jax.data import masking, packing, pairs  # noqa: E402
 from sslm_jax.data.masking import MASKING, Masker  # noqa: E402  (`masking` is also a setting's name below)

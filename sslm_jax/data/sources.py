@@ -201,9 +201,9 @@ def json_string_field(lines, field: str):
     -> (["aé\\n", ""], [True, False]): the nested "text" is not top-level. A repeated key gives its last value,
     as Python's json.loads does. Keys are matched as written (a key spelled with escapes is not recognised).
     """
+    tf = _tf()  # before tensorflow_text, which imports TensorFlow
     import tensorflow_text as tf_text
 
-    tf = _tf()
     lines = tf.strings.regex_replace(lines, "\\x00", "\ufffd")  # regex_split stops at NUL bytes
     tokens = tf_text.regex_split(lines, _JSON_TOKEN + r"|\s+", _JSON_TOKEN)  # [N, (tokens)]
     flat, row = tokens.flat_values, tokens.value_rowids()
@@ -231,9 +231,9 @@ def _json_unescape(quoted):
 
     Lone surrogates become U+FFFD; an invalid escape such as \\\\x is kept as written.
     """
+    tf = _tf()  # before tensorflow_text, which imports TensorFlow
     import tensorflow_text as tf_text
 
-    tf = _tf()
     body = tf.strings.regex_replace(quoted, r'(?s)^"(.*)"$', r"\1")
     pieces = tf_text.regex_split(body, _JSON_ESCAPE, _JSON_ESCAPE)  # literal text and escapes, in order
     flat = pieces.flat_values

@@ -1,15 +1,73 @@
 """TensorFlow runs the host-side input pipeline only: it must never claim a GPU or TPU that JAX trains on.
 
-Every module of `sslm_jax.data` that imports TensorFlow calls `hide_accelerators_from_tf()` right after the
-import. Without it, a TensorFlow build that finds CUDA would reserve most of the GPU memory for itself the first
-time it runs an op, and JAX would then fail to allocate.
+Every module of `sslm_jax.data` gets TensorFlow from here (`from sslm_jax.data.tf_setup import tf`, before any
+`tensorflow_*` import), which does two things once per process:
+
+- It imports TensorFlow with its C++ log threshold at FATAL (`TF_CPP_MIN_LOG_LEVEL=3`), holding back the INFO
+  lines its libraries print while loading (replayed if the import fails). TF's GPU build probes for CUDA when it
+  first lists devices, and on a machine without a driver prints `E0000 ... failed call to cuInit: ... UNKNOWN
+  ERROR (303)`, which reads like a failure. TF's core library reads the variable once, while it is imported; its
+  previous value is restored right after, so JAX/XLA and child processes keep their own logging. (One later line,
+  oneDNN's int64 notice on CPUs without AVX-512, comes from a library that reads it later and still shows.) TF's
+  real errors still reach us: they are raised as Python exceptions. To see TF's C++ logs, import tensorflow
+  yourself before sslm_jax.data.
+- It makes TF's accelerators invisible to it (`hide_accelerators_from_tf`). Without that, a TensorFlow build that
+  finds CUDA would reserve most of the GPU memory for itself the first time it runs an op, and JAX would then fail
+  to allocate. (The `tensorflow` wheel has no TPU runtime; `TPU` is hidden too in case a TPU build is installed.)
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import contextlib
+import os
+import sys
+import tempfile
 
 _ACCELERATOR_KINDS = ("GPU", "TPU")
+_LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def _import_tensorflow_quietly():
+    if "tensorflow" in sys.modules:  # imported before us (a user's script): its logging is already decided
+        import tensorflow
+
+        return tensorflow
+    previous = os.environ.get(_LOG_LEVEL)  # jax sets "1" when it is imported
+    os.environ[_LOG_LEVEL] = "3"
+    try:
+        with _stderr_kept_unless_failing():
+            import tensorflow
+    finally:
+        if previous is None:
+            os.environ.pop(_LOG_LEVEL, None)
+        else:
+            os.environ[_LOG_LEVEL] = previous
+    return tensorflow
+
+
+@contextlib.contextmanager
+def _stderr_kept_unless_failing():
+    """Holds back what is written to file descriptor 2 inside the block; replays it only if the block raises.
+
+    TF's shared libraries log a few INFO lines while they load ("oneDNN custom operations are on", "Could not find
+    cuda drivers on your machine") before absl's logging is initialised, ignoring TF_CPP_MIN_LOG_LEVEL.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            held.seek(0)
+            os.write(2, held.read())
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def hide_accelerators_from_tf() -> None:
@@ -29,3 +87,7 @@ def hide_accelerators_from_tf() -> None:
                 f"TensorFlow already initialised its {kind}s; import sslm_jax.data before running any TensorFlow op "
                 f"so the input pipeline stays on the CPU ({e})"
             ) from e
+
+
+tf = _import_tensorflow_quietly()
+hide_accelerators_from_tf()

@@ -14,8 +14,8 @@ lower-case), (3) split words at whitespace and around punctuation, (4) greedy lo
 more than 100 characters being one [UNK]. tf_text's own BERT normaliser differs from HF's on many characters
 (no-break and zero-width spaces, C0/C1 controls, Unicode-version-dependent categories, CJK extension blocks,
 accents), so we do not use it: steps (2)+(3) are evaluated once per code point *with HF's own normaliser and
-pre-tokeniser* (`_char_table`, a few seconds once per process and casing) and applied in-graph as a gather over
-code points; step (4) is tf_text's `FastWordpieceTokenizer` on the resulting words. The one known divergence:
+pre-tokeniser* (`_char_table`, a few seconds once per casing and library version, then cached on disk) and
+applied in-graph as a gather over code points; step (4) is tf_text's `FastWordpieceTokenizer` on the resulting words. The one known divergence:
 when lower-casing, HF's NFD puts runs of two or more combining marks into canonical order, which a per-character
 table cannot. Accent stripping removes almost all such marks first; the rest (spacing marks with a combining
 class, marks newer than HF's Unicode tables) would have to appear out of canonical order; nothing in the shared
@@ -38,14 +38,13 @@ import tempfile
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import tensorflow as tf
-import tensorflow_text as tf_text
 
-from sslm_jax.data import sources
-from sslm_jax.data.tf_setup import hide_accelerators_from_tf
-from sslm_jax.errors import ConfigError, DataError
+from sslm_jax.data import sources, table_cache
+from sslm_jax.data.tf_setup import tf  # before tensorflow_text, which imports TensorFlow
 
-hide_accelerators_from_tf()
+import tensorflow_text as tf_text  # noqa: E402
+
+from sslm_jax.errors import ConfigError, DataError  # noqa: E402
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
@@ -239,7 +238,17 @@ def _char_table(lower_case: bool) -> tuple[np.ndarray, np.ndarray]:
     Returns `(values, row_splits)` of a ragged [0x110000, (k)] int32 table: row c is what c becomes. Examples
     (lower_case=True): "A" -> "a"; "é" -> "e"; "," -> " , "; "中" -> " 中 "; NBSP -> " "; ZWSP, U+0007 -> "".
     Surrogates (never produced by UTF-8 decoding) map to "".
+
+    Computed once per casing and library version, then read from the on-disk cache (`table_cache`).
     """
+    table = table_cache.cached_arrays(
+        "wordpiece_chars", {"lower_case": bool(lower_case)}, lambda: _compute_char_table(lower_case)
+    )
+    return table["values"], table["row_splits"]
+
+
+def _compute_char_table(lower_case: bool) -> dict[str, np.ndarray]:
+    """`_char_table`, computed: walks every code point through HF's normaliser and pre-tokeniser (~6 s)."""
     from tokenizers import normalizers
 
     normalize = normalizers.BertNormalizer(lowercase=lower_case).normalize_str
@@ -264,7 +273,7 @@ def _char_table(lower_case: bool) -> tuple[np.ndarray, np.ndarray]:
     row_splits = np.zeros(_NUM_CODE_POINTS + 1, np.int32)
     np.cumsum(lengths, out=row_splits[1:])
     values = np.fromiter((v for r in rows for v in r), np.int32, int(row_splits[-1]))
-    return values, row_splits
+    return {"values": values, "row_splits": row_splits}
 
 
 # --- The tokenizer --------------------------------------------------------------------------------------------

@@ -1,0 +1,401 @@
+"""One-shot accelerator benchmark for a GPU host or a TPU VM: sslm_jax's train steps and generation, next to
+transformers' PyTorch on the same device, in one run of a few minutes.
+
+    python bench/accelerator.py --json=/tmp/accelerator.json    # on the GPU / TPU host (under 8 minutes)
+    python bench/accelerator.py --smoke                         # tiny shapes on CPU in seconds (tests run this)
+
+Needs only jax, flax, optax and numpy (plus torch and transformers for the reference rows, skipped when absent),
+never TensorFlow: the input pipeline is measured elsewhere (bench/pipeline.py), batches here are synthetic. A
+typical GPU image ships jax, flax, optax, orbax, torch and transformers but no TensorFlow, and this repository
+arrives as source: run it from the checkout root (it puts the checkout on sys.path).
+
+Rows (one JSON line each, then a table; `--json` also writes them all to a file):
+  - bert_train: BERT-base masked-LM train step (AdamW, clipping; 15 % of positions predicted, the head on those
+    only) at seq 128 and 512, bf16 compute with fp32 parameters, without and with remat.
+  - hf_bert_train: transformers' BertForMaskedLM on the same batch and device, bf16 autocast (its head runs on
+    every position), and `torch.compile` of it when it compiles within --compile-budget-s.
+  - gpt_train / hf_gpt_train: GPT-2 small causal-LM train step at seq 512, the same way.
+  - gpt_generate / hf_gpt_generate: greedy decoding from GPT-2 small, bf16, batch 8, prompt 64, 256 new tokens.
+tokens_per_s counts input tokens per second (train) or new tokens per second (generation). mfu = model FLOPs
+(`train_flops_per_sequence`: forward + backward, remat recomputation not credited) / step time / the chip's
+dense bf16 peak (`sslm_jax.training.flops`); null where the peak is unknown (CPUs). ratio_vs_hf = our tokens/s
+over transformers' eager bf16 tokens/s in the same run. Timings are medians over --steps after a warm-up step
+(the compile); the time each side took to compile is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import pathlib
+import platform
+import statistics
+import sys
+import time
+from typing import Callable
+
+# JAX would otherwise reserve 75 % of the GPU at start-up, leaving transformers' reference rows too little.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout, when sslm_jax is not installed (a GPU host gets it as source)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sslm_jax.inference import generate as gen  # noqa: E402
+from sslm_jax.models import bert, gpt  # noqa: E402
+from sslm_jax.objectives import make_pretraining_loss  # noqa: E402
+from sslm_jax.objectives.causal_lm import make_causal_lm_loss  # noqa: E402
+from sslm_jax.training import flops, optim, partitioning  # noqa: E402
+from sslm_jax.training.step import make_train_step  # noqa: E402
+
+LR, WD, EPS, CLIP = 1e-4, 0.01, 1e-6, 1.0
+MASK_RATE = 0.15
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+    """What one run measures: the full set on an accelerator, or `--smoke`'s tiny one."""
+
+    bert_size: str
+    gpt_size: str
+    bert_runs: tuple[tuple[int, int], ...]  # (seq, batch)
+    gpt_run: tuple[int, int]
+    generate: tuple[int, int, int]  # (batch, prompt, new tokens)
+    vocab: int | None  # None: the size's own (30,522 / 50,257)
+
+
+FULL = Shapes("base", "small", ((128, 256), (512, 64)), (512, 32), (8, 64, 256), None)
+SMOKE = Shapes("tiny", "tiny", ((32, 2),), (32, 2), (2, 8, 4), 512)  # 4 compilations: seconds each
+
+
+def _parse():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny shapes, 2 steps, no torch.compile: seconds on a CPU")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per row after the warm-up")
+    p.add_argument("--json", default="", help="also write every row to this file (a JSON list)")
+    p.add_argument("--peak-tflops", type=float, default=0.0, help="override the chip's bf16 peak (TFLOP/s)")
+    p.add_argument("--compile-budget-s", type=float, default=120.0, help="skip torch.compile rows after this")
+    p.add_argument("--no-torch", action="store_true", help="sslm_jax rows only")
+    args = p.parse_args()
+    if args.smoke:
+        args.steps = min(args.steps, 2)
+    return args
+
+
+# --- Timing ----------------------------------------------------------------------------------------------------
+
+
+def _timed(run: Callable[[], object], steps: int) -> tuple[float, float]:
+    """(first call's seconds, i.e. compile + one step; median seconds of `steps` further calls)."""
+    start = time.perf_counter()
+    run()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def _row(bench: str, impl: str, *, tokens: int, step_s: float, first_s: float, model_flops: float | None,
+         peak: float | None, reference: list[dict] = (), **extra) -> dict:  # fmt: skip
+    """One result. `reference`: transformers' rows of the same shapes; its eager row gives ratio_vs_hf."""
+    row = dict(bench=bench, impl=impl, tokens_per_s=tokens / step_s, step_s=step_s, first_call_s=first_s,
+               mfu=model_flops / step_s / peak if model_flops and peak else None, **extra)  # fmt: skip
+    eager = [r for r in reference if r.get("impl") == "transformers" and "tokens_per_s" in r]
+    if eager:
+        row["ratio_vs_hf"] = row["tokens_per_s"] / eager[0]["tokens_per_s"]
+    return row
+
+
+# --- sslm_jax --------------------------------------------------------------------------------------------------
+
+
+def _jax_train_step(model, loss_fn, batch: dict) -> Callable[[], float]:
+    """`make_train_step` + AdamW, jitted with the state donated on a one-device mesh; each call is one step."""
+    tx = optim.adamw(learning_rate=LR, weight_decay=WD, eps=EPS, max_grad_norm=CLIP)
+    mesh = partitioning.create_mesh((1, 1, 1), devices=jax.devices()[:1])
+    state, shardings = partitioning.create_train_state(model, tx, jax.random.key(0), mesh, seq_len=8)
+    sharding = partitioning.batch_sharding(mesh)
+    step = partitioning.jit_train_step(make_train_step(tx, loss_fn), shardings, sharding, mesh)
+    device_batch = jax.device_put(batch, sharding)
+    box = {"state": state}
+
+    def run():
+        box["state"], metrics = step(box["state"], device_batch, jax.random.key(1))
+        return float(metrics["loss"])  # waits for the step
+
+    return run
+
+
+def mlm_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Full rows (packed pretraining) with 15 % of the positions to predict, 80 % of those replaced by [MASK]."""
+    rs = np.random.RandomState(seed)
+    predictions = max(1, round(MASK_RATE * seq))
+    original = rs.randint(999 if vocab > 2000 else 5, vocab, (batch, seq)).astype(np.int32)
+    positions = np.sort(np.stack([rs.choice(np.arange(1, seq - 1), predictions, replace=False) for _ in range(batch)]))
+    rows = np.arange(batch)[:, None]
+    ids = original.copy()
+    ids[rows, positions] = np.where(rs.rand(batch, predictions) < 0.8, 3, original[rows, positions])
+    ones = np.ones((batch, seq), np.int32)
+    return dict(input_ids=ids, attention_mask=ones, token_type_ids=np.zeros_like(ones), segment_ids=ones,
+                masked_positions=positions.astype(np.int32), masked_ids=original[rows, positions],
+                masked_weights=np.ones((batch, predictions), np.float32), nsp_label=np.zeros(batch, np.int32))  # fmt: skip
+
+
+def causal_batch(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    ones = np.ones((batch, seq), np.int32)
+    return dict(input_ids=np.random.RandomState(seed).randint(0, vocab, (batch, seq)).astype(np.int32),
+                attention_mask=ones, segment_ids=ones, loss_weights=ones.astype(np.float32),
+                position_ids=np.broadcast_to(np.arange(seq, dtype=np.int32), (batch, seq)).copy())  # fmt: skip
+
+
+def bert_config(shapes: Shapes, seq: int, *, remat: bool) -> bert.BertConfig:
+    vocab = {"vocab_size": shapes.vocab} if shapes.vocab else {}
+    return bert.BertConfig.from_size(shapes.bert_size, max_position_embeddings=max(512, seq), dtype="bfloat16",
+                                     remat=remat, **vocab)  # fmt: skip
+
+
+def gpt_config(shapes: Shapes, seq: int) -> gpt.GPTConfig:
+    # A smaller vocabulary than GPT-2's has no id 50256: its first token stands for end-of-text.
+    vocab = {"vocab_size": shapes.vocab, "bos_token_id": 0, "eos_token_id": 0} if shapes.vocab else {}
+    return gpt.GPTConfig.from_size(shapes.gpt_size, max_position_embeddings=max(1024, seq), dtype="bfloat16",
+                                   **vocab)  # fmt: skip
+
+
+# --- transformers (PyTorch) ------------------------------------------------------------------------------------
+
+
+def _torch_train_step(model, inputs: dict, torch, device: str) -> Callable[[], float]:
+    """transformers' step: bf16 autocast forward + backward, clipping, torch AdamW (fused on CUDA)."""
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=(0.9, 0.999), eps=EPS, weight_decay=WD,
+                            fused=device == "cuda")  # fmt: skip
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+
+    def run():
+        with torch.autocast(device_type=device, dtype=torch.bfloat16):
+            loss = model(**inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss.detach())  # waits for the device
+
+    return run
+
+
+def _torch_inputs(torch, **arrays) -> dict:
+    return {k: torch.from_numpy(np.asarray(v, np.int64)) for k, v in arrays.items()}
+
+
+# --- The benchmarks -------------------------------------------------------------------------------------------
+
+
+def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[dict]:
+    rows = []
+    for seq, batch_size in shapes.bert_runs:
+        config = bert_config(shapes, seq, remat=False)
+        batch = mlm_batch(batch_size, seq, config.vocab_size)
+        reference = []
+        if torch is not None:  # first, so that our rows carry the ratio when they are printed
+            labels = np.full(batch["input_ids"].shape, -100, np.int64)
+            np.put_along_axis(labels, batch["masked_positions"], batch["masked_ids"], axis=1)
+            inputs = _torch_inputs(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                   token_type_ids=batch["token_type_ids"], labels=labels)  # fmt: skip
+            hf_flops = batch_size * bert.train_flops_per_sequence(config, seq, None)  # its head runs on every row
+
+            def hf_model():
+                torch.manual_seed(0)
+                hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
+                return transformers.BertForMaskedLM(hf_config)
+
+            reference = _torch_rows("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch,
+                                    device, dict(size=shapes.bert_size, seq=seq, batch=batch_size))  # fmt: skip
+        rows += reference
+        for remat in (False, True):
+            config = bert_config(shapes, seq, remat=remat)
+            model = bert.BertForMaskedLM(config)
+            run = _jax_train_step(model, make_pretraining_loss(model, use_nsp=False, segment_attention=False), batch)
+            first, step = _timed(run, args.steps)
+            predictions = batch["masked_positions"].shape[1]
+            model_flops = batch_size * bert.train_flops_per_sequence(config, seq, predictions)
+            rows.append(_row("bert_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first,
+                             model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size, seq=seq,
+                             batch=batch_size, dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
+            _emit(rows[-1])
+    return rows
+
+
+def bench_gpt(shapes: Shapes, args, peak, torch, transformers, device) -> list[dict]:
+    seq, batch_size = shapes.gpt_run
+    config = gpt_config(shapes, seq)
+    batch = causal_batch(batch_size, seq, config.vocab_size)
+    model_flops = batch_size * gpt.train_flops_per_sequence(config, seq)  # the same on both sides
+    reference = []
+    if torch is not None:
+        inputs = _torch_inputs(torch, input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                               labels=batch["input_ids"])  # fmt: skip
+
+        def hf_model():
+            torch.manual_seed(0)
+            return transformers.GPT2LMHeadModel(
+                transformers.GPT2Config(**config.to_hf_dict(), attn_implementation="sdpa")
+            )
+
+        reference = _torch_rows("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch,
+                                device, dict(size=shapes.gpt_size, seq=seq, batch=batch_size))  # fmt: skip
+    model = gpt.GPTLMHeadModel(config)
+    first, step = _timed(_jax_train_step(model, make_causal_lm_loss(model, segment_attention=False), batch), args.steps)
+    row = _row("gpt_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first, model_flops=model_flops,
+               peak=peak, reference=reference, size=shapes.gpt_size, seq=seq, batch=batch_size, dtype="bfloat16",
+               params="float32", remat=False)  # fmt: skip
+    _emit(row)
+    return reference + [row]
+
+
+def _torch_rows(bench, make_model, inputs, model_flops, tokens, args, peak, torch, device, info) -> list[dict]:
+    """transformers' eager bf16 step, then (on CUDA) its `torch.compile`d step; a compile that fails or takes longer
+    than --compile-budget-s is reported as skipped, not fatal (the eager row is the reference)."""
+    rows = []
+    for compiled in (False, True):
+        if compiled and (args.smoke or device != "cuda"):
+            continue  # torch.compile is measured on the GPU only
+        impl = "transformers+torch.compile" if compiled else "transformers"
+        model = make_model()
+        run = _torch_train_step(torch.compile(model) if compiled else model, inputs, torch, device)
+        compile_s = None
+        if compiled:
+            start = time.perf_counter()
+            try:
+                run()
+            except Exception as e:  # noqa: BLE001 - see the docstring
+                skipped = f"{type(e).__name__}: {e}"[:300]
+            else:
+                compile_s = time.perf_counter() - start
+                skipped = (
+                    f"compiled in {compile_s:.0f} s > --compile-budget-s" if compile_s > args.compile_budget_s else ""
+                )
+            if skipped:
+                rows.append(dict(bench=bench, impl=impl, skipped=skipped, **info))
+                _emit(rows[-1])
+                del run, model
+                _release(torch, device)
+                continue
+        first, step = _timed(run, args.steps)
+        del run, model
+        _release(torch, device)
+        rows.append(_row(bench, impl, tokens=tokens, step_s=step, first_s=compile_s or first, model_flops=model_flops,
+                         peak=peak, dtype="bfloat16 autocast", params="float32", device=device, **info))  # fmt: skip
+        _emit(rows[-1])
+    return rows
+
+
+def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[dict]:
+    """Greedy decoding of exactly `new` tokens per row (no EOS), the same random weights and prompts on both sides."""
+    batch_size, prompt_len, new = shapes.generate
+    config = gpt_config(shapes, prompt_len + new)
+    model = gpt.GPTLMHeadModel(config)
+    params = jax.jit(functools.partial(gpt.init_params, model))(jax.random.key(0))
+    prompt = np.random.RandomState(0).randint(0, config.vocab_size, (batch_size, prompt_len)).astype(np.int32)
+    info = dict(size=shapes.gpt_size, batch=batch_size, prompt=prompt_len, new_tokens=new, dtype="bfloat16")
+    reference = []
+    if torch is not None:
+        import tempfile
+
+        from sslm_jax.interop import hf_gpt2
+
+        with tempfile.TemporaryDirectory() as tmp:  # our weights, exported (in fp32; loaded as bf16)
+            hf_gpt2.save_checkpoint(tmp, dataclasses.replace(config, dtype="float32"), jax.device_get(params))
+            hf = transformers.GPT2LMHeadModel.from_pretrained(tmp, dtype=torch.bfloat16).to(device).eval()
+        t_prompt = torch.from_numpy(prompt.astype(np.int64)).to(device)
+
+        def theirs():
+            with torch.inference_mode():
+                out = hf.generate(t_prompt, attention_mask=torch.ones_like(t_prompt), do_sample=False,
+                                  max_new_tokens=new, min_new_tokens=new, pad_token_id=0, eos_token_id=None)  # fmt: skip
+            return out.cpu()
+
+        first, step = _timed(theirs, args.steps)
+        reference = [_row("hf_gpt_generate", "transformers", tokens=batch_size * new, step_s=step, first_s=first,
+                          model_flops=None, peak=None, device=device, **info)]  # fmt: skip
+        _emit(reference[0])
+        del hf, theirs
+        _release(torch, device)
+
+    def ours():
+        out = gen.generate(model, params, prompt, None, max_new_tokens=new, init_cache=gpt.init_cache,
+                           temperature=0.0, eos_id=None)  # fmt: skip
+        return np.asarray(out.tokens)
+
+    first, step = _timed(ours, args.steps)
+    row = _row("gpt_generate", "sslm_jax", tokens=batch_size * new, step_s=step, first_s=first, model_flops=None,
+               peak=None, reference=reference, **info)  # fmt: skip
+    _emit(row)
+    return reference + [row]
+
+
+def _release(torch, device: str) -> None:
+    """Gives the GPU memory of a finished reference (its last references deleted) back before JAX's rows."""
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _emit(row: dict) -> None:
+    print(json.dumps(row), flush=True)
+
+
+def _table(rows: list[dict]) -> str:
+    lines = ["| bench | impl | seq | batch | remat | tokens/s | MFU | vs HF | step s | first call s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['bench']} | {r['impl']} | {r.get('seq', '')} | {r.get('batch', '')} | | skipped: "
+                         f"{r['skipped'][:60]} | | | | |")  # fmt: skip
+            continue
+        mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "-"
+        ratio = f"{r['ratio_vs_hf']:.2f}x" if "ratio_vs_hf" in r else "-"
+        lines.append(f"| {r['bench']} | {r['impl']} | {r.get('seq', r.get('prompt', ''))} | {r['batch']} | "
+                     f"{r.get('remat', '')} | {r['tokens_per_s']:,.0f} | {mfu} | {ratio} | {r['step_s']:.4f} | "
+                     f"{r['first_call_s']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main():
+    args = _parse()
+    shapes = SMOKE if args.smoke else FULL
+    start = time.perf_counter()
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        torch = transformers = None
+    if args.no_torch:
+        torch = transformers = None
+    device = "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+    peak = flops.peak_flops_per_device(jax.devices()[0], args.peak_tflops)
+    header = dict(bench="environment", device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
+                  jax=jax.__version__, torch=getattr(torch, "__version__", None), torch_device=device,
+                  transformers=getattr(transformers, "__version__", None), peak_bf16_flops=peak,
+                  host=platform.node(), smoke=args.smoke)  # fmt: skip
+    _emit(header)
+    if jax.default_backend() != "cpu" and device == "cpu" and torch is not None:
+        print("# torch sees no GPU here: its reference rows run on the CPU and are not comparable", file=sys.stderr)
+    rows = bench_bert(shapes, args, peak, torch, transformers, device)
+    rows += bench_gpt(shapes, args, peak, torch, transformers, device)
+    rows += bench_generate(shapes, args, torch, transformers, device)
+    assert "tensorflow" not in sys.modules, "bench/accelerator.py must run without TensorFlow"
+    print(_table(rows))
+    print(f"# {time.perf_counter() - start:.0f} s in all; TensorFlow imported: no")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps([header] + rows, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
