@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import signal
 import sys
 import types
+import warnings
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -224,6 +226,9 @@ def _main(argv):
     except SslmError as e:
         print(f"sslm {name}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C: the trainer saved first (preemption.Interrupted says what it saved)
+        print(f"sslm {name}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        sys.exit(130)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -273,8 +278,31 @@ def _unknown_field_message(error: Exception, argv: list[str]) -> str:
     return f"{flag}: the config has no field {field!r}{'; ' + hint if hint else ''} (every field: configs/base.py)"
 
 
+class _EarlySignals:
+    """Records SIGTERM / SIGINT that arrive before the trainer installs its own handler (while Python imports jax and
+    TensorFlow, parses flags, ...). The trainer's `PreemptionHandler` finds it as the previous handler and takes the
+    signal over, so a run stopped at any moment exits as a stopped run does (0 after SIGTERM, 130 after SIGINT)."""
+
+    def __init__(self):
+        self.received = None
+
+    def __call__(self, signum, frame):
+        del frame
+        self.received = signum
+
+    def install(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self)
+
+
+# The commands that write a workdir and save what they have when stopped; the others stop at once.
+_TRAINING_COMMANDS = ("pretrain", "finetune")
+
+
 def run():
     """Console-script entry point."""
+    if len(sys.argv) > 1 and sys.argv[1] in _TRAINING_COMMANDS:
+        _EarlySignals().install()
     from sslm_jax.config_loading import config_dir_on_path
 
     # Config files import their siblings (`from configs import base`): make that work from any directory
@@ -284,15 +312,26 @@ def run():
             config_dir_on_path(arg.split("=", 1)[1])
     # TensorFlow's C++ start-up chatter (no CUDA driver, ...) says nothing about the run.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # A save that failed (a full disk) leaves Orbax's un-awaited coroutine behind; Python would warn about it at
+    # exit, after the one-line error.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     app.call_after_init(_quiet_library_info)
     app.run(_main, flags_parser=_parse_flags)
 
 
 class _LibraryInfoFilter(logging.Filter):
-    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable."""
+    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable. Also drops the
+    traceback Orbax logs when a background save fails for lack of disk space: the same error reaches the main
+    thread, which reports it as one line (`training/disk_full.py`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            from sslm_jax.training.disk_full import disk_full_error
+
+            return disk_full_error(record.exc_info[1]) is None
+        return record.levelno >= logging.WARNING
 
 
 def _quiet_library_info():

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
 
 import jax
 from absl import logging
@@ -34,10 +35,24 @@ def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
     if not all((workdir / name).exists() for name in kind.files):
         if jax.process_index() == 0:
             logging.info("Training a %d-token %s vocabulary into %s.", config.data.vocab_size, kind.name, workdir)
-            kind.train(sources.documents(config.data, split="train"), config.data, workdir)
+            _train_whole(kind, sources.documents(config.data, split="train"), config.data, workdir)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("sslm vocabulary trained")
     return path
+
+
+def _train_whole(kind, documents, data_config, workdir: pathlib.Path) -> None:
+    """Trains into a temporary folder and moves the files into `workdir` last, so a kill or a full disk never leaves
+    a partial vocabulary that the next run would reuse (a lone file of a two-file kind is retrained as well)."""
+    tmp = workdir / f".vocab-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        kind.train(documents, data_config, tmp)
+        for name in reversed(kind.files):  # the first file, the one `prepare_vocab` returns, lands last
+            os.replace(tmp / name, workdir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def init_from_vocab(init_from: str, name: str = layout.VOCAB_FILE) -> pathlib.Path:
