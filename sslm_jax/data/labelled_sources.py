@@ -40,7 +40,7 @@ import tensorflow as tf
 
 from sslm_jax.data import files
 from sslm_jax.data.tf_setup import hide_accelerators_from_tf
-from sslm_jax.errors import ConfigError, DataError
+from sslm_jax.errors import ConfigError, DataError, shown
 from sslm_jax.objectives import glue_metrics
 
 hide_accelerators_from_tf()
@@ -381,7 +381,7 @@ def _label_text(value: Any, where: str) -> str:
         return value.strip()
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)
-    raise DataError(f"{where}: the label {value!r} is not a string or a number")
+    raise DataError(f"{where}: the label {shown(value)} is not a string or a number")
 
 
 def _sorted_labels(labels: Sequence[str]) -> tuple[str, ...]:
