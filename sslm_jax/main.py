@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
-import signal
 import sys
 import types
 import warnings
@@ -17,6 +16,7 @@ import warnings
 from absl import app, flags
 from ml_collections import config_flags
 
+from sslm_jax.early_signals import install_for
 from sslm_jax.errors import SslmError
 
 # name -> (one-line help, function(argv) -> None). Each command module adds itself here.
@@ -278,31 +278,9 @@ def _unknown_field_message(error: Exception, argv: list[str]) -> str:
     return f"{flag}: the config has no field {field!r}{'; ' + hint if hint else ''} (every field: configs/base.py)"
 
 
-class _EarlySignals:
-    """Records SIGTERM / SIGINT that arrive before the trainer installs its own handler (while Python imports jax and
-    TensorFlow, parses flags, ...). The trainer's `PreemptionHandler` finds it as the previous handler and takes the
-    signal over, so a run stopped at any moment exits as a stopped run does (0 after SIGTERM, 130 after SIGINT)."""
-
-    def __init__(self):
-        self.received = None
-
-    def __call__(self, signum, frame):
-        del frame
-        self.received = signum
-
-    def install(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self)
-
-
-# The commands that write a workdir and save what they have when stopped; the others stop at once.
-_TRAINING_COMMANDS = ("pretrain", "finetune")
-
-
 def run():
     """Console-script entry point."""
-    if len(sys.argv) > 1 and sys.argv[1] in _TRAINING_COMMANDS:
-        _EarlySignals().install()
+    install_for(sys.argv)  # `python -m sslm_jax` installed it already; the `sslm` script gets it here
     from sslm_jax.config_loading import config_dir_on_path
 
     # Config files import their siblings (`from configs import base`): make that work from any directory
