@@ -5,6 +5,8 @@ One tiny run (`trained`: smoke config, a ready-made vocabulary, steps 3 and 6 sa
 on its own copy of it. Each asserts the one line the user sees (the error or the fallback), the exit status, and that
 the files that existed before are unchanged (sha256 before and after), except what the fault itself moved aside.
 The runs that need nothing but the copy are started together by one fixture, since each is mostly start-up time.
+The fast suite has the runs that train no step (refusals, fallbacks of readers, repairs on resume); those that train
+(a resume after a damaged step, a full disk, signals, two writers, 20 kill -9 points) are marked slow.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ def trained(tmp_path_factory, cache_dir) -> pathlib.Path:
 def pretrain(workdir: pathlib.Path, **overrides) -> list[str]:
     vocab = workdir.parent / "vocab.txt"
     if not vocab.exists():
+        vocab.parent.mkdir(parents=True, exist_ok=True)
         write_tiny_vocab(vocab)
     return pretrain_args(workdir, **{**BASE, "data.vocab_path": vocab, **overrides})
 
@@ -89,6 +92,16 @@ def sslm_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "sslm_jax", *args]
 
 
+def catches(pid: int, sig: int) -> bool:
+    """Whether process `pid` has a handler for `sig` (Linux: the SigCgt mask of /proc/<pid>/status)."""
+    try:
+        status = pathlib.Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(mask >> (sig - 1) & 1)
+
+
 def last_line(result: Run) -> str:
     return [line for line in result.stderr.splitlines() if line.strip()][-1]
 
@@ -115,34 +128,42 @@ def _tear_metrics_tail(workdir):
         f.write('{"step": 7, "loss": 6.1')  # a kill or a full disk in the middle of a line
 
 
+def _truncated_workdir_vocab(workdir):
+    """As if the run had trained its vocabulary into the workdir, and the file was then cut short."""
+    saved = (workdir / "checkpoints" / "6" / "vocab" / "vocab.txt").read_bytes()
+    (workdir / "vocab.txt").write_bytes(saved[: len(saved) // 2])
+
+
 def _stale_lock(workdir):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     (workdir / "sslm.lock").write_text(f"{socket.gethostname()} {int(dead.stdout)} 2026-11-30T00:00:00Z\n")
 
 
-# name -> (damage(workdir) or None, command(workdir) -> argv)
+# name -> (damage(workdir) or None, command(workdir) -> argv). These train no step: they are the fast suite's.
 FAULTS = {
-    "truncated_state": (_truncate_newest_state, lambda w: pretrain(w)),
     "deleted_vocab_eval": (_delete_newest_vocab, lambda w: sslm_command("eval", f"--workdir={w}", "--eval-steps=1")),
     "deleted_vocab_fill_mask": (_delete_newest_vocab, lambda w: sslm_command("fill-mask", f"--workdir={w}", "a [MASK] .")),
     "nothing_intact_pretrain": (_damage_every_step, lambda w: pretrain(w)),
     "nothing_intact_eval": (_damage_every_step, lambda w: sslm_command("eval", f"--workdir={w}")),
     "torn_metrics": (_tear_metrics_tail, lambda w: pretrain(w)),
+    "truncated_workdir_vocab": (_truncated_workdir_vocab, lambda w: pretrain(w, **{"data.vocab_path": ""})),
     "stale_lock": (_stale_lock, lambda w: pretrain(w)),
     "changed_batch_size": (None, lambda w: pretrain(w, batch_size=16)),
     "changed_max_seq_len": (None, lambda w: pretrain(w, **{"data.max_seq_len": 48})),
     "changed_vocab_size": (None, lambda w: pretrain(w, **{"data.vocab_size": 700})),
-    "changed_cadence": (None, lambda w: pretrain(w, total_steps=8, log_every_steps=1, checkpoint_every_steps=4)),
     "long_fill_mask_input": (None, lambda w: sslm_command("fill-mask", f"--workdir={w}", "word " * 800)),
 }  # fmt: skip
+# These train a few steps (slow).
+TRAINING_FAULTS = {
+    "truncated_state": (_truncate_newest_state, lambda w: pretrain(w)),
+    "changed_cadence": (None, lambda w: pretrain(w, total_steps=8, log_every_steps=1, checkpoint_every_steps=4)),
+}
 
 
-@pytest.fixture(scope="module")
-def faults(trained, cache_dir, tmp_path_factory):
+def _start_all(faults, trained, cache_dir, tmp):
     """{name: (run, workdir, digest of the workdir after the damage, before the run)}, all started at once."""
-    tmp = tmp_path_factory.mktemp("faults")
     started = {}
-    for name, (damage, command) in FAULTS.items():
+    for name, (damage, command) in faults.items():
         workdir = copy_of(trained, tmp / name)
         if damage is not None:
             damage(workdir)
@@ -154,8 +175,19 @@ def faults(trained, cache_dir, tmp_path_factory):
     return started
 
 
-def test_truncated_newest_step_is_moved_aside_and_the_run_resumes_from_the_previous(faults, trained):
-    process, workdir, before = faults["truncated_state"]
+@pytest.fixture(scope="module")
+def faults(trained, cache_dir, tmp_path_factory):
+    return _start_all(FAULTS, trained, cache_dir, tmp_path_factory.mktemp("faults"))
+
+
+@pytest.fixture(scope="module")
+def training_faults(trained, cache_dir, tmp_path_factory):
+    return _start_all(TRAINING_FAULTS, trained, cache_dir, tmp_path_factory.mktemp("training_faults"))
+
+
+@pytest.mark.slow
+def test_truncated_newest_step_is_moved_aside_and_the_run_resumes_from_the_previous(training_faults, trained):
+    process, workdir, before = training_faults["truncated_state"]
     process.check(0)
     damaged = workdir / "checkpoints" / "6"
     (aside,) = [p for p in (workdir / "checkpoints").iterdir() if p.name.startswith("6.corrupt-")]
@@ -204,6 +236,17 @@ def test_torn_metrics_tail_is_dropped_on_resume(faults, trained):
     assert (workdir / "metrics.jsonl").read_bytes() == (trained / "metrics.jsonl").read_bytes()
 
 
+def test_damaged_workdir_vocabulary_is_put_back_from_the_checkpoint(faults):
+    process, workdir, before = faults["truncated_workdir_vocab"]
+    process.check(0)
+    (aside,) = workdir.glob("vocab.txt.corrupt-*")
+    assert (f"Vocabulary {workdir}/vocab.txt differs from the copy saved with {workdir}/checkpoints/6: moved it to "
+            f"{aside}; put back the copy saved with") in process.stderr  # fmt: skip
+    assert (workdir / "vocab.txt").read_bytes() == (workdir / "checkpoints" / "6" / "vocab" / "vocab.txt").read_bytes()
+    assert tree_digest(workdir)[aside.name] == before["vocab.txt"], "moved aside, not lost"
+    assert "Start: resumed at step 6." in process.stderr
+
+
 def test_stale_lock_of_a_dead_process_is_taken_over(faults):
     process, workdir, before = faults["stale_lock"]
     process.check(0)
@@ -228,8 +271,9 @@ def test_changed_data_position_settings_are_refused(faults, name, fragments):
     assert tree_digest(workdir) == before
 
 
-def test_changed_cadence_is_applied_logged_and_saved(faults):
-    process, workdir, before = faults["changed_cadence"]
+@pytest.mark.slow
+def test_changed_cadence_is_applied_logged_and_saved(training_faults):
+    process, workdir, before = training_faults["changed_cadence"]
     process.check(0)
     for change in ("total_steps: 6 -> 8", "log_every_steps: 2 -> 1", "checkpoint_every_steps: 3 -> 4"):
         assert f"Resuming with a changed setting: {change}" in process.stderr
@@ -271,6 +315,7 @@ def test_second_writer_is_refused_naming_the_holder(trained, cache_dir, tmp_path
         holder.wait()
 
 
+@pytest.mark.slow
 def test_full_disk_is_one_line_keeps_the_last_step_and_a_rerun_resumes(trained, cache_dir, tmp_path):
     """A file-size limit (`ulimit -f`, EFBIG) below the size of a checkpoint's data position and arrays: the save of
     step 9 fails; steps 3 and 6 stay as they were; the same command with room resumes from step 6."""
@@ -291,6 +336,7 @@ def test_full_disk_is_one_line_keeps_the_last_step_and_a_rerun_resumes(trained, 
     assert checkpoint_steps(workdir) == [3, 6, 9] and partial_checkpoints(workdir) == []
 
 
+@pytest.mark.slow
 def test_sigint_saves_and_exits_130_without_traceback(trained, cache_dir, tmp_path):
     workdir = copy_of(trained, tmp_path / "interrupted")
     interrupted = Run(pretrain(workdir, total_steps=400, log_every_steps=1), env=sslm_env(cache_dir=cache_dir),
@@ -306,10 +352,13 @@ def test_sigint_saves_and_exits_130_without_traceback(trained, cache_dir, tmp_pa
     assert saved > 6 and saved in checkpoint_steps(workdir)
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not pathlib.Path("/proc/self/status").exists(), reason="reads /proc/<pid>/status")
 def test_sigterm_while_starting_or_compiling_exits_0(trained, cache_dir, tmp_path):
     """SIGTERM while Python imports (nothing written at all), and while the first step compiles (that step saved)."""
     starting = Run(pretrain(tmp_path / "starting" / "run"), env=sslm_env(cache_dir=cache_dir), logs=tmp_path / "s")
-    time.sleep(1.5)  # past the interpreter's start, well before jax and TensorFlow are imported
+    # As soon as the process catches SIGTERM (its first lines do, before importing jax and TensorFlow).
+    starting.wait_for(lambda: catches(starting.process.pid, signal.SIGTERM), what="a SIGTERM handler", poll_s=0.005)
     starting.process.send_signal(signal.SIGTERM)
     starting.check(0)
     assert "Preempted (SIGTERM) before the first step: nothing new to save" in starting.stderr
