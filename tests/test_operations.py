@@ -142,7 +142,9 @@ def _stale_lock(workdir):
 # name -> (damage(workdir) or None, command(workdir) -> argv). These train no step: they are the fast suite's.
 FAULTS = {
     "deleted_vocab_eval": (_delete_newest_vocab, lambda w: sslm_command("eval", f"--workdir={w}", "--eval-steps=1")),
-    "deleted_vocab_fill_mask": (_delete_newest_vocab, lambda w: sslm_command("fill-mask", f"--workdir={w}", "a [MASK] .")),
+    "deleted_vocab_fill_mask": (
+        _delete_newest_vocab, lambda w: sslm_command("fill-mask", f"--workdir={w}", "a [MASK] .")
+    ),
     "nothing_intact_pretrain": (_damage_every_step, lambda w: pretrain(w)),
     "nothing_intact_eval": (_damage_every_step, lambda w: sslm_command("eval", f"--workdir={w}")),
     "torn_metrics": (_tear_metrics_tail, lambda w: pretrain(w)),

@@ -16,9 +16,9 @@ The manifest is the item `manifest/manifest.json`. `CompositeCheckpointHandler.f
 order they were registered, and `layout.handler_registry` registers this one last, so when `ManifestHandler.finalize`
 runs, every other item of the step (state, config, vocab, data) is complete in the temporary step folder, and the
 rename that commits the step comes after it. A committed step therefore always has a manifest describing its final
-bytes; a step without one was written by an older sslm_jax (accepted, unverified). Orbax's own step metadata file
-(`_CHECKPOINT_METADATA`, rewritten while committing, and the step's `commit_success.txt`) is left out. CRC32 finds accidental damage (truncation, lost or
-flipped blocks), not tampering; checking a step reads each of its bytes once.
+bytes; a step without one was written by an older sslm_jax (accepted, unverified). Orbax's own files at the top of
+the step (`_CHECKPOINT_METADATA`, rewritten while committing, and `commit_success.txt`) are left out. CRC32 finds
+accidental damage (truncation, lost or flipped blocks), not tampering; checking a step reads each of its bytes once.
 
 On several hosts, process 0 writes the manifest after Orbax's finalize barrier, when every host's files are in
 place (a shared filesystem, as multi-host Orbax requires).

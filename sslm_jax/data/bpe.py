@@ -157,7 +157,9 @@ def load_bpe(directory: str | os.PathLike) -> "BPETokenizer":
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise DataError(f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {shown(line)}")
+            raise DataError(
+                f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {shown(line)}"
+            )
         merges.append((parts[0], parts[1]))
     return BPETokenizer(vocab, merges, directory=directory)
 

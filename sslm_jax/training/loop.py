@@ -9,8 +9,8 @@ every config section (`validation.py`) → check and lock the workdir (`workdir_
 checkpoint aside (`checkpointing.set_aside_damaged`) → find or train the vocabulary (`vocab.py`) → build the
 task `config.task` names (`sslm_jax.tasks`: model, objective, data) → optimizer and runner (`runners.py`: sharded
 jit or pmap) → the state restored by the one policy (`checkpointing.restore_or_init`) → steps, with logging,
-evaluation, checkpoints and a clean stop on SIGTERM → a final checkpoint, evaluation and the task's end-of-run
-hook. It knows no model or objective by name: a new task is a new module registered in `sslm_jax.tasks`.
+evaluation, checkpoints and a clean stop on SIGTERM or SIGINT → a final checkpoint, evaluation and the task's
+end-of-run hook. It knows no model or objective by name: a new task is a new module registered in `sslm_jax.tasks`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from sslm_jax.errors import SslmError
 from sslm_jax.training import checkpointing, disk_full, flops, optim, reporting, runners, validation
 from sslm_jax.training.evaluation import evaluate
 from sslm_jax.training.preemption import Interrupted, PreemptionHandler
-from sslm_jax.training.workdir_lock import WorkdirLock
 from sslm_jax.training.state import TrainState
 from sslm_jax.training.vocab import prepare_vocab
+from sslm_jax.training.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(SslmError):
@@ -195,11 +195,12 @@ def _train(config, workdir: pathlib.Path, spec, preemption: PreemptionHandler, m
                 logging.warning("%s: saved step %d, exiting.", preemption.name, step)
                 break
     manager.wait_until_finished()
+    saved_step = manager.latest_step()
     manager.close()
     writer.plot()
     writer.close()
     if preemption.interrupted:
-        raise Interrupted(f"saved step {manager.latest_step()}; run the same command to resume")
+        raise Interrupted(f"saved step {saved_step}; run the same command to resume")
     if task.end_of_run is not None and jax.process_index() == 0 and not preemption.requested:
         task.end_of_run(runner.to_host_state(state).params)
     return final_eval

@@ -73,7 +73,8 @@ def differences(saved, config) -> list[tuple[str, object, object]]:
     (JSON: tuples are lists)."""
     saved = _flat(json.loads(saved.to_json_best_effort(sort_keys=True)))
     now = _flat(json.loads(config.to_json_best_effort(sort_keys=True)))
-    return [(field, saved[field], now[field]) for field in sorted(saved.keys() & now.keys()) if saved[field] != now[field]]
+    both = sorted(saved.keys() & now.keys())
+    return [(field, saved[field], now[field]) for field in both if saved[field] != now[field]]
 
 
 def reconcile(saved, config, checkpoint_dir) -> None:
