@@ -3,6 +3,18 @@
 Other configs do `config = base.get_config()` and change fields; nothing in the trainer reads a default from
 anywhere else. Validated once at start-up, section by section, before the workdir is touched
 (`sslm_jax.training.validation.validate`).
+
+Resuming a workdir with changed settings (`sslm_jax/training/resume_settings.py` holds the rule per field):
+- [applied] from the resumed step on, with a log line "Resuming with a changed setting: total_steps: 6 -> 12":
+  total_steps (and so where the learning-rate schedule ends), log/eval/checkpoint cadences, eval_steps,
+  keep_checkpoints, the optimizer's hyperparameters (learning_rate, warmup_steps, lr_schedule, weight_decay, adam_*,
+  max_grad_norm, disc_weight), the layout of the same computation (parallelism, mesh_shape, distributed,
+  grad_accum_steps, model.dtype, model.remat, model.attention_implementation, dropout rates), end-of-run examples,
+  and init_from / data.vocab_path / data.tfds_data_dir / data.metrics (not read on resume, or checked separately).
+- [refused] with one line naming the field and both values, before anything is written: task, seed, batch_size,
+  optimizer, every other data.* field (max_seq_len, masking, sources, vocab_size, ...: the saved data position belongs
+  to the old pipeline) and every other model.* field (the shape of the train state).
+Nothing is ignored: the config saved with the next checkpoint is the one that ran since the resume.
 """
 
 import ml_collections
@@ -77,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # --- Optimisation ---------------------------------------------------------------------------------------
     c.batch_size = 32  # global batch (sequences per step), split evenly over processes and data-parallel shards.
     c.grad_accum_steps = 1  # micro-batches per step; the optimizer sees their mean gradient.
-    c.total_steps = 1000
+    c.total_steps = 1000  # [applied on resume; every field below is applied or refused as the docstring says]
     c.optimizer = "adamw"  # "adamw" | "lamb"
     c.learning_rate = 1e-4  # peak learning rate after warmup.
     c.warmup_steps = 100

@@ -19,3 +19,18 @@ class DataError(SslmError):
 
 class CheckpointError(SslmError):
     """A checkpoint is missing, incomplete or does not match the model."""
+
+
+ECHO_LIMIT = 200  # characters of user input an error message repeats
+
+
+def shown(value, limit: int = ECHO_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters with the full length said, so that a long
+    input (a 4,000-character sentence, a binary line) cannot turn one error line into a page.
+
+        shown("x" * 4000)   # "'xxxx...xxx'... (4000 characters)"
+    """
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(str(value))} characters)"

@@ -10,10 +10,12 @@ import logging
 import pathlib
 import sys
 import types
+import warnings
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from sslm_jax.early_signals import install_for
 from sslm_jax.errors import SslmError
 
 # name -> (one-line help, function(argv) -> None). Each command module adds itself here.
@@ -257,6 +259,9 @@ def _main(argv):
     except SslmError as e:
         print(f"sslm {name}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C: the trainer saved first (preemption.Interrupted says what it saved)
+        print(f"sslm {name}: interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
+        sys.exit(130)
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
@@ -308,6 +313,7 @@ def _unknown_field_message(error: Exception, argv: list[str]) -> str:
 
 def run():
     """Console-script entry point."""
+    install_for(sys.argv)  # `python -m sslm_jax` installed it already; the `sslm` script gets it here
     from sslm_jax.config_loading import config_dir_on_path
 
     # Config files import their siblings (`from configs import base`): make that work from any directory
@@ -316,15 +322,26 @@ def run():
         if arg.startswith("--config="):
             config_dir_on_path(arg.split("=", 1)[1])
     # TensorFlow's C++ start-up chatter is quieted where it is imported: sslm_jax/data/tf_setup.py.
+    # A save that failed (a full disk) leaves Orbax's un-awaited coroutine behind; Python would warn about it at
+    # exit, after the one-line error.
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
     app.call_after_init(_quiet_library_info)
     app.run(_main, flags_parser=_parse_flags)
 
 
 class _LibraryInfoFilter(logging.Filter):
-    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable."""
+    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable. Also drops the
+    traceback Orbax logs when a background save fails for lack of disk space: the same error reaches the main
+    thread, which reports it as one line (`training/disk_full.py`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        if record.exc_info and record.exc_info[1] is not None:
+            from sslm_jax.training.disk_full import disk_full_error
+
+            return disk_full_error(record.exc_info[1]) is None
+        return record.levelno >= logging.WARNING
 
 
 def _quiet_library_info():

@@ -126,6 +126,17 @@ def partial_checkpoints(workdir: pathlib.Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name) if folder.is_dir() else []
 
 
+# A WordPiece vocabulary with BERT's special-token ids, so that runs need not spend time training one.
+SPECIALS = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(".,;:!?'\"()[]{}-_=+*/<>@#$%&|\\`~^")
+WORDS = ["the", "of", "and", "to", "is", "in", "return", "def", "class", "object", "file", "string", "list", "value"]
+
+
+def write_tiny_vocab(path: pathlib.Path) -> pathlib.Path:
+    path.write_text("\n".join(SPECIALS + CHARACTERS + ["##" + c for c in CHARACTERS[:36]] + WORDS) + "\n")
+    return path
+
+
 def sslm(*args, check: bool = True) -> subprocess.CompletedProcess:
     """`python -m sslm_jax ARGS` from the repository root, output captured; with `check`, exit 0 is asserted."""
     out = subprocess.run(

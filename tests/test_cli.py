@@ -11,7 +11,7 @@ import pathlib
 
 import pytest
 
-from _sslm_runs import Run, assert_one_line_error, pretrain_args, run, sslm_env, tree_digest
+from _sslm_runs import Run, assert_one_line_error, pretrain_args, run, sslm_env, tree_digest, write_tiny_vocab
 
 # name -> (fake CPU devices, --config overrides, fragments the error line must contain). "{tmp}" is the test's folder.
 BEFORE_ANY_WRITE = {
@@ -25,6 +25,10 @@ BEFORE_ANY_WRITE = {
     "init_from_nothing": (1, {"init_from": "{tmp}/no_such_run"}, ("init_from={tmp}/no_such_run", "does not exist")),
     "max_seq_len_below_8": (1, {"data.max_seq_len": 4}, ("config.data.max_seq_len=4", "below 8")),
     "no_predictions": (1, {"data.max_predictions_per_seq": 0}, ("config.data.max_predictions_per_seq=0",)),
+    # Refused before a vocabulary is trained into the new workdir (issue 11: it used to be trained first).
+    "negative_learning_rate": (1, {"learning_rate": -1e-3}, ("learning_rate=-0.001 must be > 0",)),
+    "warmup_over_total": (1, {"warmup_steps": 50, "total_steps": 10}, ("warmup_steps=50 exceeds total_steps=10",)),
+    "unknown_model_size": (1, {"model.size": "huge"}, ("config.model", "huge")),
 }
 
 
@@ -43,6 +47,10 @@ def failing_runs(tmp_path_factory) -> tuple[pathlib.Path, dict[str, tuple[Run, p
     blocker.write_text("not a folder\n")
     workdir = blocker / "run"
     runs["unwritable_workdir"] = (Run(pretrain_args(workdir), env=sslm_env(), logs=tmp / "unwritable"), workdir)
+
+    workdir = tmp / "a_file_as_workdir"
+    workdir.write_text("not a folder\n")
+    runs["workdir_is_a_file"] = (Run(pretrain_args(workdir), env=sslm_env(), logs=tmp / "file_workdir"), workdir)
 
     workdir = tmp / "glob" / "run"
     files = {"data.source": "files", "data.train_files": f"{tmp}/no_corpus/*.txt"}
@@ -65,24 +73,23 @@ def test_unwritable_workdir(failing_runs):
     assert workdir.parent.read_text() == "not a folder\n"
 
 
+def test_workdir_that_is_a_file(failing_runs):
+    process, workdir = failing_runs[1]["workdir_is_a_file"]
+    assert_one_line_error(process, f"workdir {workdir} is a file, not a folder", "--workdir")
+    assert workdir.read_text() == "not a folder\n"
+
+
 def test_glob_matching_nothing(failing_runs):
-    """Found when the corpus is first read, after the workdir was checked: at most empty folders are left."""
+    """Checked with the config, before the workdir is created (it used to be found when the corpus was first read)."""
     tmp, runs = failing_runs
     process, workdir = runs["glob_matching_nothing"]
-    assert_one_line_error(process, f"glob '{tmp}/no_corpus/*.txt' matches no file")
-    assert [p for p in workdir.rglob("*") if not p.is_dir()] == []
-
-
-# A WordPiece vocabulary with BERT's special-token ids, so no run here spends time training one.
-SPECIALS = ["[PAD]", *(f"[unused{i}]" for i in range(99)), "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-CHARACTERS = list("abcdefghijklmnopqrstuvwxyz0123456789") + list(".,;:!?'\"()[]{}-_=+*/<>@#$%&|\\`~^")
-WORDS = ["the", "of", "and", "to", "is", "in", "return", "def", "class", "object", "file", "string", "list", "value"]
+    assert_one_line_error(process, f"data.train_files: glob '{tmp}/no_corpus/*.txt' matches no file")
+    assert not workdir.exists()
 
 
 @pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIALS + CHARACTERS + ["##" + c for c in CHARACTERS[:36]] + WORDS) + "\n")
+    vocab = write_tiny_vocab(tmp_path / "vocab.txt")
     workdir = tmp_path / "run"
     common = {"data.vocab_path": vocab, "fill_mask_examples": "()", "total_steps": 2}
     run(pretrain_args(workdir, **common, **{"model.size": "tiny"}), env=sslm_env(), logs=tmp_path / "tiny")

@@ -247,7 +247,7 @@ def test_save_then_load_is_exact_and_writes_hf_names(tmp_path, params):
     _assert_trees_equal(loaded, params)
     with pytest.raises(CheckpointError, match="pass head='discriminator' or head='generator'"):
         hf_electra.save_checkpoint(tmp_path / "x", CONFIG, params)
-    with pytest.raises(CheckpointError, match="not empty; pass overwrite=True"):
+    with pytest.raises(CheckpointError, match="exists and is not empty: choose a new output directory"):
         hf_electra.save_checkpoint(disc_dir, CONFIG, params, head="discriminator")
     hf_electra.save_checkpoint(disc_dir, CONFIG, params, head="discriminator", overwrite=True)
 

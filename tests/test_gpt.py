@@ -160,7 +160,7 @@ def test_save_then_load_is_exact_and_writes_hf_names(tmp_path, params):
     # A bare backbone (GPTModel) saves the same file; boxed params are unboxed.
     hf_gpt2.save_checkpoint(tmp_path / "bare", CONFIG, params["transformer"])
     _assert_trees_equal(hf_gpt2.load_checkpoint(tmp_path / "bare")[1], params)
-    with pytest.raises(CheckpointError, match="not empty; pass overwrite=True"):
+    with pytest.raises(CheckpointError, match="exists and is not empty: choose a new output directory"):
         hf_gpt2.save_checkpoint(out, CONFIG, params)
     hf_gpt2.save_checkpoint(out, CONFIG, params, overwrite=True)
 

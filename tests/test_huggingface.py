@@ -348,14 +348,14 @@ def test_existing_directory_needs_overwrite(tmp_path, pretraining_params):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(CheckpointError, match="not empty; pass overwrite=True"):
+    with pytest.raises(CheckpointError, match="exists and is not empty: choose a new output directory"):
         hf.save_checkpoint(out, CONFIG, pretraining_params)
     assert _entries(out) == ["notes.txt"]
     hf.save_checkpoint(out, CONFIG, pretraining_params, overwrite=True)
     assert _entries(out) == ["config.json", "model.safetensors"]
     assert _entries(tmp_path) == ["out"]  # no temporary or backup directories left
     (tmp_path / "file").write_text("")
-    with pytest.raises(CheckpointError, match="exists and is not a directory"):
+    with pytest.raises(CheckpointError, match="is a file, not a directory"):
         hf.save_checkpoint(tmp_path / "file", CONFIG, pretraining_params, overwrite=True)
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -9,10 +9,13 @@ inference and export:
       vocab/vocab.txt      the vocabulary the model was trained with
       data/process_0-of-2/ each host's input-pipeline position (`iterator.save(directory)`), one folder per host
       data/process_1-of-2/
+      manifest/manifest.json  every other file's size and CRC32, written last (`integrity.py`)
 
-All four are items of ONE Orbax save, so they are written into the same temporary directory and renamed together:
+All five are items of ONE Orbax save, so they are written into the same temporary directory and renamed together:
 a step appears (and becomes "latest") only once every item of every host is complete. Writing is
-`sslm_jax.training.checkpointing`; this module is what inference and `init_from` read with.
+`sslm_jax.training.checkpointing`; this module is what inference and `init_from` read with. Readers take the newest
+*intact* step (its manifest checks out) and log a warning for each damaged one they skip; they never move or
+delete anything (only the trainer, which holds the workdir's lock, moves a damaged step aside).
 
     step_dir = latest_checkpoint("runs/bert_tiny")    # runs/bert_tiny/checkpoints/1000
     config = load_config(step_dir); vocab = vocab_file(step_dir)
@@ -30,6 +33,9 @@ import ml_collections
 import orbax.checkpoint as ocp
 from etils import epath
 
+from absl import logging
+
+from sslm_jax.checkpoints import integrity
 from sslm_jax.errors import CheckpointError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -107,6 +113,8 @@ def handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
     data_handler = DataIteratorHandler()
     registry.add(DATA_ITEM, DataSave, data_handler)
     registry.add(DATA_ITEM, DataRestore, data_handler)
+    # Last: Orbax finalizes items in registration order, and the manifest must see every other item complete.
+    registry.add(integrity.MANIFEST_ITEM, integrity.ManifestSave, integrity.ManifestHandler())
     return registry
 
 
@@ -114,20 +122,38 @@ def handler_registry() -> ocp.handlers.DefaultCheckpointHandlerRegistry:
 
 
 def latest_checkpoint(path: str | os.PathLike) -> epath.Path | None:
-    """The newest complete step directory in an sslm workdir, its `checkpoints/` folder, or `path` itself when it is
-    a step directory; None when there is none.
+    """The newest intact step directory in an sslm workdir, its `checkpoints/` folder, or `path` itself when it is
+    a step directory; None when there is no step at all.
 
         latest_checkpoint("runs/bert_tiny")               # -> runs/bert_tiny/checkpoints/1000
         latest_checkpoint("runs/bert_tiny/checkpoints/500")  # -> runs/bert_tiny/checkpoints/500
+
+    A damaged step (`integrity.verify`) is skipped with one warning line; CheckpointError when `path` is a damaged
+    step, or when steps exist and none is intact.
     """
     path = epath.Path(path)
     if (path / STATE_ITEM).is_dir() and ocp.utils.is_checkpoint_finalized(path):
+        problem = integrity.verify(path)
+        if problem:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}; use another step of the run")
         return path
     folder = path / CHECKPOINTS_DIR if (path / CHECKPOINTS_DIR).is_dir() else path
-    if not folder.is_dir():
-        return None
-    steps = ocp.utils.checkpoint_steps(folder)
-    return folder / str(max(steps)) if steps else None
+    steps = integrity.committed_steps(folder)
+    damaged = []
+    for step_dir in steps:
+        problem = integrity.verify(step_dir)
+        if problem is None:
+            if damaged:
+                logging.warning("Using %s, the newest intact checkpoint.", step_dir)
+            return step_dir
+        logging.warning("Skipping damaged checkpoint %s: %s.", step_dir, problem)
+        damaged.append(step_dir.name)
+    if damaged:
+        raise CheckpointError(
+            f"no intact checkpoint in {folder}: step(s) {', '.join(damaged)} are damaged (see the warnings above); "
+            f"restore them from a backup or retrain"
+        )
+    return None
 
 
 def load_config(checkpoint_dir: str | os.PathLike) -> ml_collections.ConfigDict:

@@ -50,7 +50,7 @@ from sslm_jax.data.tf_setup import tf
 
 from sslm_jax.data import bpe_ops  # noqa: E402
 from sslm_jax.data.bpe_ops import byte_alphabet  # noqa: E402,F401  (part of this module's API)
-from sslm_jax.errors import ConfigError, DataError  # noqa: E402
+from sslm_jax.errors import ConfigError, DataError, shown  # noqa: E402
 
 EOT = "<|endoftext|>"
 VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
@@ -154,7 +154,9 @@ def load_bpe(directory: str | os.PathLike) -> "BPETokenizer":
             continue
         parts = line.split(" ")
         if len(parts) != 2:
-            raise DataError(f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {line!r}")
+            raise DataError(
+                f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {shown(line)}"
+            )
         merges.append((parts[0], parts[1]))
     return BPETokenizer(vocab, merges, directory=directory)
 

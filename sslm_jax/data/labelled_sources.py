@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 from sslm_jax.data import files
 from sslm_jax.data.tf_setup import tf
-from sslm_jax.errors import ConfigError, DataError
+from sslm_jax.errors import ConfigError, DataError, shown
 from sslm_jax.objectives import glue_metrics
 
 LABELLED_FORMATS = files.RECORD_FORMATS
@@ -378,7 +378,7 @@ def _label_text(value: Any, where: str) -> str:
         return value.strip()
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)
-    raise DataError(f"{where}: the label {value!r} is not a string or a number")
+    raise DataError(f"{where}: the label {shown(value)} is not a string or a number")
 
 
 def _sorted_labels(labels: Sequence[str]) -> tuple[str, ...]:

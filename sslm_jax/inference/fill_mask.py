@@ -14,7 +14,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from sslm_jax.errors import SslmError
+from sslm_jax.errors import SslmError, shown
 from sslm_jax.inference.loading import load_model
 
 MASK_TOKEN = "[MASK]"
@@ -26,7 +26,7 @@ def encode_with_masks(tokenizer, text: str, max_seq_len: int) -> list[int]:
     """`[CLS] pieces… [SEP]` with the literal "[MASK]" kept as the mask id (the word-piece tokenizer would split it)."""
     parts = text.split(MASK_TOKEN)
     if len(parts) == 1:
-        raise SslmError(f"no {MASK_TOKEN} in {text!r}: mark the word(s) to predict with {MASK_TOKEN}")
+        raise SslmError(f"no {MASK_TOKEN} in {shown(text)}: mark the word(s) to predict with {MASK_TOKEN}")
     pieces = [np.asarray(ids).tolist() for ids in tokenizer.tokenize(parts).to_list()]
     ids = [tokenizer.cls_id]
     for i, part_ids in enumerate(pieces):
@@ -35,7 +35,7 @@ def encode_with_masks(tokenizer, text: str, max_seq_len: int) -> list[int]:
             ids.append(tokenizer.mask_id)
     ids.append(tokenizer.sep_id)
     if len(ids) > max_seq_len:
-        raise SslmError(f"{text!r} is {len(ids)} tokens long; the model takes at most {max_seq_len}")
+        raise SslmError(f"{shown(text)} is {len(ids)} tokens long; the model takes at most {max_seq_len}")
     return ids
 
 

@@ -106,9 +106,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[pa
     """
     path = pathlib.Path(path)
     if path.exists() and not path.is_dir():
-        raise CheckpointError(f"{path}: exists and is not a directory")
+        raise CheckpointError(f"{path} is a file, not a directory: choose another output directory")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise CheckpointError(f"{path}: directory exists and is not empty; pass overwrite=True to replace it")
+        # The CLI has no overwrite flag (replacing an export by accident is worse than choosing a name); the library's
+        # `overwrite=True` is documented on the export functions.
+        raise CheckpointError(f"{path} exists and is not empty: choose a new output directory, or empty this one")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Callable, Mapping
 
 import jax
@@ -30,12 +31,14 @@ import ml_collections
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
-from sslm_jax.checkpoints import layout
+from sslm_jax.checkpoints import integrity, layout
 from sslm_jax.checkpoints.layout import CONFIG_ITEM, DATA_ITEM, STATE_ITEM, VOCAB_ITEM
 from sslm_jax.checkpoints.transplant import load_params, resolve_init_from
 from sslm_jax.errors import CheckpointError, ConfigError
 from sslm_jax.models import registry
+from sslm_jax.training import resume_settings
 
 # --- Saving ------------------------------------------------------------------------------------------------------
 
@@ -43,6 +46,8 @@ from sslm_jax.models import registry
 def check_workdir(workdir: str | os.PathLike) -> epath.Path:
     """Creates `workdir` if needed and proves it writable, before any work; `CheckpointError` if it is not."""
     path = epath.Path(workdir)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(f"workdir {path} is a file, not a folder: choose another --workdir")
     probe = path / f".sslm-write-probe-{jax.process_index()}-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -122,10 +127,46 @@ def save_checkpoint(
         items[VOCAB_ITEM] = layout.VocabSave(layout.tokenizer_files(vocab_path))
     if data_iterator is not None:
         items[DATA_ITEM] = layout.DataSave(data_iterator)
+    items[integrity.MANIFEST_ITEM] = integrity.ManifestSave()  # describes the others, inside the same commit
     saved = manager.save(step, args=ocp.args.Composite(**items), force=True)
     if saved:
         logging.info("Saving checkpoint %s (in the background).", manager.directory / str(step))
     return saved
+
+
+def set_aside_damaged(workdir: str | os.PathLike) -> list[epath.Path]:
+    """Moves each damaged newest step (`integrity.verify`) to `checkpoints/<step>.corrupt-<UTC time>` (never deletes
+    it), with one warning line, until the newest step is intact or none is left. Returns the new paths.
+
+    Only the trainer calls it, holding the workdir's lock and before its Orbax manager lists the steps, so the restore
+    policy below sees intact steps only. Process 0 moves; the others wait for it. Older intact steps are not read.
+    """
+    folder = epath.Path(workdir) / layout.CHECKPOINTS_DIR
+    moved = []
+    if jax.process_index() == 0:
+        damaged = []
+        for step_dir in integrity.committed_steps(folder):
+            problem = integrity.verify(step_dir)
+            if problem is None:
+                break
+            damaged.append((step_dir, problem))
+        else:
+            if damaged:  # nothing to fall back on: say so, and leave every step where it is
+                listed = "; ".join(f"{d.name}: {problem}" for d, problem in damaged)
+                raise CheckpointError(
+                    f"no intact checkpoint in {folder} ({listed}): restore it from a backup, or move "
+                    f"{folder} away to start afresh"
+                )
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for step_dir, problem in damaged:
+            # No "_<digits>" at the end: Orbax reads "<anything>_<n>" as step n.
+            aside = folder / f"{step_dir.name}.corrupt-{stamp}"
+            step_dir.rename(aside)
+            logging.warning("Checkpoint %s is damaged (%s): moved it to %s.", step_dir, problem, aside)
+            moved.append(aside)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("sslm damaged checkpoints set aside")
+    return moved
 
 
 # --- Checks before resuming ------------------------------------------------------------------------------------
@@ -228,13 +269,15 @@ def restore_or_init(
       "resumed", "init_from" or "fresh".
 
     Raises CheckpointError, before anything is changed on disk, when the workdir's checkpoint belongs to another
-    model or vocabulary, was saved without a data position or by another number of hosts, or `init_from` points at
+    model or vocabulary, was saved with settings that cannot change on resume (`resume_settings`), was saved
+    without a data position or by another number of hosts, or `init_from` points at
     nothing usable.
     """
     step = manager.latest_step()
     if step is not None:
         checkpoint_dir = manager.directory / str(step)
         _check_same_model(checkpoint_dir, config)
+        resume_settings.reconcile(layout.load_config(checkpoint_dir), config, checkpoint_dir)
         _check_same_vocab(vocab_path, checkpoint_dir / VOCAB_ITEM, checkpoint_dir)
         _check_fits(checkpoint_dir, abstract_state)
         items = {STATE_ITEM: ocp.args.StandardRestore(abstract_state)}

@@ -5,11 +5,12 @@
     final_eval = train_and_evaluate(load_config("configs/bert_demo.py:smoke"), "/tmp/demo")
 
 What it does, in order: (multi-host) `jax.distributed.initialize` → adopt the `init_from` model's shape → validate
-every config section (`validation.py`) → check the workdir → find or train the vocabulary (`vocab.py`) → build the
+every config section (`validation.py`) → check and lock the workdir (`workdir_lock.py`) → move a damaged newest
+checkpoint aside (`checkpointing.set_aside_damaged`) → find or train the vocabulary (`vocab.py`) → build the
 task `config.task` names (`sslm_jax.tasks`: model, objective, data) → optimizer and runner (`runners.py`: sharded
 jit or pmap) → the state restored by the one policy (`checkpointing.restore_or_init`) → steps, with logging,
-evaluation, checkpoints and a clean stop on SIGTERM → a final checkpoint, evaluation and the task's end-of-run
-hook. It knows no model or objective by name: a new task is a new module registered in `sslm_jax.tasks`.
+evaluation, checkpoints and a clean stop on SIGTERM or SIGINT → a final checkpoint, evaluation and the task's
+end-of-run hook. It knows no model or objective by name: a new task is a new module registered in `sslm_jax.tasks`.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from absl import logging
 
 from sslm_jax.checkpoints import transplant
 from sslm_jax.errors import SslmError
-from sslm_jax.training import checkpointing, flops, optim, reporting, runners, validation
+from sslm_jax.training import checkpointing, disk_full, flops, optim, reporting, runners, validation
 from sslm_jax.training.evaluation import evaluate
-from sslm_jax.training.preemption import PreemptionHandler
+from sslm_jax.training.preemption import Interrupted, PreemptionHandler
 from sslm_jax.training.state import TrainState
 from sslm_jax.training.vocab import prepare_vocab
+from sslm_jax.training.workdir_lock import WorkdirLock
 
 
 class TrainingDiverged(SslmError):
@@ -53,15 +55,41 @@ def adopt_init_from_settings(config) -> None:
 
 
 def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
-    """Trains `config` in `workdir` (resuming whatever is there) and returns the final eval metrics."""
+    """Trains `config` in `workdir` (resuming whatever is there) and returns the final eval metrics.
+
+    SIGTERM and SIGINT are caught from the first line on (a signal during validation, vocabulary training or
+    compilation included): the run saves the step it is at, if it trained one, and returns; after SIGINT it then
+    raises `preemption.Interrupted` (a KeyboardInterrupt). While it runs it holds the workdir's lock
+    (`workdir_lock.py`); a full disk anywhere becomes one `DiskFullError` line (`disk_full.py`).
+    """
     if config.distributed and not jax.distributed.is_initialized():
         # First: initialize() fails once anything (even jax.process_count()) has started jax's backends.
         jax.distributed.initialize()
-    if config.init_from:
-        adopt_init_from_settings(config)
-    spec = validation.validate(config)  # every check that needs no data, before the workdir is touched
-    workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
+    with PreemptionHandler() as preemption:
+        if config.init_from:
+            adopt_init_from_settings(config)
+        spec = validation.validate(config)  # every check that needs no data, before the workdir is touched
+        if preemption.requested and jax.process_count() == 1:  # stopped while starting: leave the workdir alone
+            return _stop_before_training(preemption)
+        workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
+        managers = []  # closed if the disk fills, so no background save is left running
+        with disk_full.reported(workdir, on_failure=lambda: [m.close() for m in managers]):
+            with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+                return _train(config, workdir, spec, preemption, managers)
+
+
+def _stop_before_training(preemption: PreemptionHandler) -> dict[str, float]:
+    """A signal arrived before the first step: nothing new to save. SIGTERM returns, SIGINT raises."""
+    logging.warning("%s before the first step: nothing new to save, exiting.", preemption.name)
+    if preemption.interrupted:
+        raise Interrupted("stopped before the first step; nothing new to save")
+    return {}
+
+
+def _train(config, workdir: pathlib.Path, spec, preemption: PreemptionHandler, managers: list) -> dict[str, float]:
+    checkpointing.set_aside_damaged(workdir)  # before the manager lists the steps
     manager = checkpointing.create_manager(workdir, config=config)
+    managers.append(manager)
 
     from sslm_jax.data import pretraining as pipeline
     from sslm_jax.data import tokenizers
@@ -87,6 +115,9 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         vocab_path=tok.files,
     )
     logging.info("Start: %s at step %d.", how, start_step)
+    if preemption.requested and jax.process_count() == 1:  # several hosts agree on a step inside the loop
+        manager.close()
+        return _stop_before_training(preemption)
     eval_data = task.eval_data() if task.eval_data is not None else None
     writer = reporting.MetricsWriter(workdir, resume_step=start_step, plotted=(*task.progress_keys, "learning_rate"))
     rng = jax.random.key(config.seed + 1)  # dropout; folded with the step inside train_step
@@ -132,7 +163,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
     timer_step, timer, cpu_timer = start_step, time.perf_counter(), time.process_time()
     # The bar is closed however the loop ends, so an error message printed after it is the last line of the output.
     bar = progress if progress is not None else contextlib.nullcontext()
-    with PreemptionHandler() as preemption, bar:
+    with bar:
         for step in range(start_step + 1, config.total_steps + 1):
             state, metrics = runner.train(state, runner.put(next(train_iter)), rng)
             metrics = runner.metrics(metrics)
@@ -164,12 +195,15 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
                 check_finite()
             save(step, state, force=last or stop)
             if stop:
-                logging.warning("Preempted (SIGTERM): saved step %d, exiting.", step)
+                logging.warning("%s: saved step %d, exiting.", preemption.name, step)
                 break
     manager.wait_until_finished()
+    saved_step = manager.latest_step()
     manager.close()
     writer.plot()
     writer.close()
+    if preemption.interrupted:
+        raise Interrupted(f"saved step {saved_step}; run the same command to resume")
     if task.end_of_run is not None and jax.process_index() == 0 and not preemption.requested:
         task.end_of_run(runner.to_host_state(state).params)
     return final_eval

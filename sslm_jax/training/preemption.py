@@ -1,4 +1,6 @@
-"""SIGTERM (a preemption notice) as a flag the training loop polls once per step, agreed across hosts."""
+"""SIGTERM (a preemption notice) and SIGINT (Ctrl-C) as a flag the training loop polls once per step, agreed across
+hosts. Both save the current step; SIGTERM then ends the run normally (exit 0: the scheduler may restart it), SIGINT
+raises `Interrupted` after the save (the CLI exits 130, no traceback)."""
 
 from __future__ import annotations
 
@@ -20,6 +22,10 @@ def _jax_preemption_service_active() -> bool:
     return jax.process_count() > 1 and bool(jax.config.jax_enable_preemption_service)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Raised after SIGINT once the run has saved what it had: a KeyboardInterrupt, as Ctrl-C is in Python."""
+
+
 class PreemptionHandler:
     """Turns SIGTERM (a preemption notice) into a flag the training loop polls once per step.
 
@@ -33,10 +39,11 @@ class PreemptionHandler:
     One host: a Python handler records the signal. Several hosts: jax's preemption service (started by
     `jax.distributed.initialize`) is used when on, since hosts receive SIGTERM at different steps and must agree on
     one; with it off, the recorded flags are combined across hosts at every `should_stop`. Install from the main
-    thread; the previous handlers come back on exit.
+    thread; the previous handlers come back on exit. A signal recorded before by a previous handler that has a
+    `received` attribute (the CLI's, installed before jax is even imported) counts as received here.
     """
 
-    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM,)):
+    def __init__(self, *, signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)):
         self._signals = tuple(signals)
         self._previous: dict[int, Any] = {}
         self.received: int | None = None  # the signal number, once one arrived
@@ -47,6 +54,9 @@ class PreemptionHandler:
             return self
         for sig in self._signals:
             self._previous[sig] = signal.signal(sig, self._record)
+            early = getattr(self._previous[sig], "received", None)
+            if early is not None and self.received is None:
+                self.received = early
         return self
 
     def uninstall(self) -> None:
@@ -64,6 +74,19 @@ class PreemptionHandler:
         del frame
         # Only set a flag: a signal handler interrupts arbitrary code, so it must not log, save or raise.
         self.received = signum
+
+    @property
+    def interrupted(self) -> bool:
+        """True once SIGINT (Ctrl-C) arrived: the run saves, then raises `Interrupted`."""
+        return self.received == signal.SIGINT
+
+    @property
+    def name(self) -> str:
+        """For log lines: "Preempted (SIGTERM)", "Interrupted (SIGINT)"."""
+        if self.received is None:
+            return "Preempted"
+        word = "Interrupted" if self.interrupted else "Preempted"
+        return f"{word} ({signal.Signals(self.received).name})"
 
     @property
     def requested(self) -> bool:

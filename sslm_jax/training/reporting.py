@@ -2,7 +2,13 @@
 
 Only process 0 writes. `metrics.jsonl` holds one JSON object per logged step (`step`, `loss`, `mlm_accuracy`,
 ..., and `eval_*` keys on evaluation steps); a resumed run first drops the records after the step it resumes
-from, so the file reads as one uninterrupted run.
+from, so the file reads as one uninterrupted run. A line a kill or a full disk cut short (the file's torn tail) is
+dropped too, with a log line, instead of blocking every resume.
+
+TensorBoard's event files are append-only and each run writes new ones, so the old files are not edited: a resumed
+run's writer is opened with `purge_step=resume_step + 1`, which records a restart marker that TensorBoard honours by
+hiding the earlier runs' events after the resumed step (as after a crash of any TensorFlow job). A torn last record
+of an old event file is skipped by TensorBoard's reader.
 """
 
 from __future__ import annotations
@@ -27,6 +33,22 @@ def _plain(value: Any) -> Any:
     return value.item() if value.ndim == 0 else value.tolist()
 
 
+def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a line that is not a complete JSON record (a torn tail) is dropped, logged."""
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                raise ValueError("no step")
+        except ValueError:
+            logging.warning("%s: line %d is not a complete record (cut short by a kill or a full disk?): dropped.",
+                            path, number)  # fmt: skip
+            continue
+        records.append(record)
+    return records
+
+
 class MetricsWriter:
     """Writes scalars to metrics.jsonl, TensorBoard (train/ and eval/ runs) and a PNG of the curves."""
 
@@ -45,20 +67,22 @@ class MetricsWriter:
         self.png = self.workdir / "curves.png"
         self.records: list[dict[str, Any]] = []
         self._tb: dict[str, Any] = {}
+        self._resume_step = resume_step
         if not self.enabled:
             return
         if self.jsonl.exists():
-            kept = [r for r in map(json.loads, self.jsonl.read_text().splitlines()) if r["step"] <= resume_step]
-            self.records = kept
+            self.records = [r for r in read_records(self.jsonl) if r["step"] <= resume_step]
             tmp = self.jsonl.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in self.records))
             tmp.replace(self.jsonl)
 
     def _writer(self, split: str):
         if split not in self._tb:
             from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
 
-            self._tb[split] = SummaryWriter(str(self.workdir / "tensorboard" / split))
+            # purge_step: TensorBoard hides this folder's older events from the resumed step on (module docstring).
+            purge = self._resume_step + 1 if self._resume_step else None
+            self._tb[split] = SummaryWriter(str(self.workdir / "tensorboard" / split), purge_step=purge)
         return self._tb[split]
 
     def write(self, step: int, metrics: Mapping[str, Any], *, split: str = "train") -> None:

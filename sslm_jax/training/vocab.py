@@ -3,7 +3,8 @@
     vocab_path = prepare_vocab(config, workdir)          # the first file of the tokenizer (vocab.txt, vocab.json)
     tok = tokenizers.load(config.data, vocab_path)
 
-`data.vocab_path` → the `init_from` checkpoint's → one trained earlier in this workdir → a new one of kind
+`data.vocab_path` → the `init_from` checkpoint's → one trained earlier in this workdir (checked against the copy
+its newest checkpoint holds, and put back from it if damaged) → a new one of kind
 `data.tokenizer` trained on the training corpus (process 0 trains, the others wait).
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import time
 
 import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
-from sslm_jax.checkpoints import layout
+from sslm_jax.checkpoints import integrity, layout
 from sslm_jax.errors import ConfigError
 
 
@@ -31,13 +34,54 @@ def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
     if config.init_from:
         return init_from_vocab(config.init_from, kind.files[0])
     path = workdir / kind.files[0]
+    if jax.process_index() == 0:
+        restore_from_checkpoint(kind.files, workdir)
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("sslm vocabulary checked")
     if not all((workdir / name).exists() for name in kind.files):
         if jax.process_index() == 0:
             logging.info("Training a %d-token %s vocabulary into %s.", config.data.vocab_size, kind.name, workdir)
-            kind.train(sources.documents(config.data, split="train"), config.data, workdir)
+            _train_whole(kind, sources.documents(config.data, split="train"), config.data, workdir)
         if jax.process_count() > 1:
             multihost_utils.sync_global_devices("sslm vocabulary trained")
     return path
+
+
+def restore_from_checkpoint(names, workdir: pathlib.Path) -> None:
+    """The workdir's vocabulary must be the one its newest checkpoint saved (and verified, `integrity.verify`): a
+    file that is missing or differs (truncated, overwritten) is moved aside to `<name>.corrupt-<UTC time>` and the
+    checkpoint's copy put back, with one warning line. Without a checkpoint there is nothing to check against (a
+    vocabulary is only ever written whole, `_train_whole`)."""
+    steps = integrity.committed_steps(workdir / layout.CHECKPOINTS_DIR)
+    if not steps or integrity.verify(steps[0], only=layout.VOCAB_ITEM + "/") is not None:
+        return  # a damaged saved copy proves nothing about the workdir's (the trainer sets such steps aside)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for name in names:
+        saved, here = steps[0] / layout.VOCAB_ITEM / name, workdir / name
+        if not saved.exists() or (here.exists() and here.read_bytes() == saved.read_bytes()):
+            continue
+        aside = workdir / f"{name}.corrupt-{stamp}"
+        what = f"differs from the copy saved with {steps[0]}: moved it to {aside}" if here.exists() else "is missing"
+        if here.exists():
+            os.replace(here, aside)
+        tmp = workdir / f".{name}.tmp-{os.getpid()}"
+        tmp.write_bytes(saved.read_bytes())
+        os.replace(tmp, here)
+        logging.warning("Vocabulary %s %s; put back the copy saved with %s.", here, what, steps[0])
+
+
+def _train_whole(kind, documents, data_config, workdir: pathlib.Path) -> None:
+    """Trains into a temporary folder and moves the files into `workdir` last, so a kill or a full disk never leaves
+    a partial vocabulary that the next run would reuse (a lone file of a two-file kind is retrained as well)."""
+    tmp = workdir / f".vocab-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        kind.train(documents, data_config, tmp)
+        for name in reversed(kind.files):  # the first file, the one `prepare_vocab` returns, lands last
+            os.replace(tmp / name, workdir / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def init_from_vocab(init_from: str, name: str = layout.VOCAB_FILE) -> pathlib.Path:

@@ -1,0 +1,34 @@
+"""Full-disk errors (sslm_jax/training/disk_full.py) in the shapes they arrive in, and the one line they become."""
+
+import errno
+
+import pytest
+
+from sslm_jax.training import disk_full
+
+
+def test_errno_and_wrapped_texts_are_recognised(tmp_path):
+    assert disk_full.disk_full_error(OSError(errno.ENOSPC, "No space left on device", "/w/metrics.jsonl")) == (
+        "no space left", "/w/metrics.jsonl")  # fmt: skip
+    try:
+        try:
+            raise ValueError("Error writing local file \"/w/checkpoints/9.orbax-checkpoint-tmp/d/ab\": [OS error: "
+                             "No space left on device] [source locations='tensorstore/...']")  # fmt: skip
+        except ValueError as inner:
+            raise RuntimeError("save failed") from inner
+    except RuntimeError as outer:
+        found = disk_full.disk_full_error(outer, under="/w")
+    assert found == ("no space left", "/w/checkpoints/9.orbax-checkpoint-tmp/d/ab")
+    assert disk_full.disk_full_error(OSError(errno.EFBIG, "File too large"))[0] == "file size limit reached"
+    assert disk_full.disk_full_error(ValueError("shape mismatch")) is None
+
+
+def test_reported_turns_it_into_one_line_and_lets_others_through(tmp_path):
+    stopped = []
+    with pytest.raises(disk_full.DiskFullError, match=f"no space left writing {tmp_path}/metrics.jsonl"):
+        with disk_full.reported(tmp_path, on_failure=lambda: stopped.append(True)):
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "metrics.jsonl"))
+    assert stopped == [True]
+    with pytest.raises(KeyError):
+        with disk_full.reported(tmp_path):
+            raise KeyError("not a disk error")

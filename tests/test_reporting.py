@@ -1,0 +1,36 @@
+"""metrics.jsonl on resume (sslm_jax/training/reporting.py): cut back to the resumed step, a torn tail dropped."""
+
+import json
+
+from sslm_jax.training.reporting import MetricsWriter
+
+
+def test_resume_cuts_back_to_the_step_and_drops_a_torn_tail(tmp_path, caplog):
+    lines = [json.dumps({"step": s, "loss": 1.0 / s}) for s in (2, 4, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 8, "lo')  # killed mid-write
+    writer = MetricsWriter(tmp_path, resume_step=4, enabled=True)
+    assert [r["step"] for r in writer.records] == [2, 4]
+    assert "line 4 is not a complete record" in caplog.text
+    writer.write(5, {"loss": 0.2})
+    writer.close()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 5], "each step once, in order"
+
+
+def test_tensorboard_of_a_resumed_run_marks_the_restart(tmp_path):
+    """purge_step: a SessionLog START at the resumed step + 1, which TensorBoard uses to hide older events after it."""
+    from tensorboardX.proto import event_pb2
+    import struct
+
+    writer = MetricsWriter(tmp_path, resume_step=4, enabled=True)
+    writer.write(5, {"loss": 0.2})
+    writer.close()
+    (events,) = (tmp_path / "tensorboard" / "train").glob("events.out.tfevents.*")
+    data, i, starts = events.read_bytes(), 0, []
+    while i < len(data):
+        (length,) = struct.unpack("<Q", data[i : i + 8])
+        event = event_pb2.Event.FromString(data[i + 12 : i + 12 + length])
+        i += 12 + length + 4
+        if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+            starts.append(event.step)
+    assert starts == [5]
