@@ -10,7 +10,7 @@ import pytest
 from sslm_jax.errors import SslmError
 from sslm_jax.inference import compress, compressed_dir, prune
 from sslm_jax.inference.loading import load_model
-from tests import _tiny_models
+import _tiny_models
 
 
 @pytest.fixture(scope="module")
