@@ -23,7 +23,7 @@ from sslm_jax.inference.loading import LoadedModel, load_model
 _PROBE = jnp.zeros((1, 8), jnp.int32)
 
 
-def _layouts(loaded: LoadedModel):
+def layouts(loaded: LoadedModel):
     module = getattr(loaded.model, "module", loaded.model)
     return quantize.dense_layouts(module, loaded.params, _PROBE)
 
@@ -43,7 +43,7 @@ def quantize_model(path: str | os.PathLike, out: str | os.PathLike, *, mode: str
     loaded = load_model(path)
     if loaded.compression and loaded.compression.get("quantization"):
         raise SslmError(f"{path} is already quantized ({loaded.compression['quantization']}); quantize its source")
-    qparams = quantize.quantize_params(loaded.params, _layouts(loaded))
+    qparams = quantize.quantize_params(loaded.params, layouts(loaded))
     masks = loaded.compression["masks"] if loaded.compression else None
     return compressed_dir.write(out, loaded, qparams, record={"quantization": mode}, masks=masks)
 
@@ -76,7 +76,7 @@ def prune_model(
     loaded = load_model(path)
     if loaded.compression and loaded.compression.get("quantization"):
         raise SslmError(f"{path} is quantized: prune the float model, then quantize the pruned one")
-    masks = METHODS[method](loaded, prune.prunable(_layouts(loaded)), sparsity, scope)
+    masks = METHODS[method](loaded, prune.prunable(layouts(loaded)), sparsity, scope)
     report = prune.per_layer_sparsity(masks)
     record = {"pruning": {"method": method, "scope": scope, "sparsity": sparsity, "per_layer": report}}
     params = prune.apply_masks(loaded.params, masks)

@@ -63,6 +63,9 @@ def write_atomically(out: pathlib.Path, fill) -> pathlib.Path:
     """Calls `fill(tmp_dir)` on a fresh sibling of `out`, then renames it to `out`: a failure leaves nothing."""
     check_out_dir(out)
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the result private
     try:
         fill(tmp)
         if out.exists():
