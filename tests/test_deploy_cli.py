@@ -95,7 +95,8 @@ def test_pretraining_run_quantized_fills_masks_and_exports(runs):
     sslm("quantize", f"--workdir={run}", f"--out={root / 'pt_q'}", "--mode=dynamic")
     out = sslm("fill-mask", f"--workdir={root / 'pt_q'}", "the movie was [MASK] .").stdout
     assert "[MASK] 1:" in out
-    sslm("prune", f"--workdir={root / 'pt_q'}", f"--out={root / 'x'}", "--sparsity=0.5", check=False)
+    out = sslm("prune", f"--workdir={root / 'pt_q'}", f"--out={root / 'x'}", "--sparsity=0.5", check=False)
+    assert_cli_error(out, "prune", "is quantized: prune the float model")
     sslm("export", f"--workdir={run}", f"--out={root / 'pt_export'}")
     assert list(json.loads((root / "pt_export" / "manifest.json").read_text())["entry_points"]) == ["fill_mask"]
 
