@@ -134,11 +134,11 @@ def _require_workdir() -> str:
     return FLAGS.workdir
 
 
-@command("eval", "evaluate a run's latest checkpoint on its eval split: --workdir=DIR [--eval-steps=N]")
+@command("eval", "evaluate a run's latest checkpoint (or a quantized / pruned dir) on its eval split: --workdir=DIR")
 def _eval(argv):
-    from sslm_jax.training.evaluation import evaluate_checkpoint
+    from sslm_jax.training.compressed_eval import evaluate_any
 
-    step_dir, metrics = evaluate_checkpoint(_require_workdir(), eval_steps=FLAGS["eval-steps"].value)
+    step_dir, metrics = evaluate_any(_require_workdir(), eval_steps=FLAGS["eval-steps"].value)
     print(f"eval of {step_dir}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
 
 
@@ -240,6 +240,53 @@ def _serve(argv):
         settings=settings, routes=FLAGS.routes.split(",") if FLAGS.routes is not None else None,
     )  # fmt: skip
     sys.exit(code)
+
+
+# --- quantize / prune / export (deployment; the library calls are in sslm_jax.inference) -----------------------
+flags.DEFINE_string("mode", "weights", "quantize: weights (int8 storage, float matmuls) | dynamic (int8 x int8 matmuls).")
+flags.DEFINE_float("sparsity", None, "prune: the fraction of the transformer layers' weights to remove, in [0, 1).")
+flags.DEFINE_string("method", "magnitude", "prune: magnitude (one-shot) | movement (learned while fine-tuning).")
+flags.DEFINE_string("scope", "global", "prune (magnitude): global (one threshold) | layer (each kernel alike).")
+flags.DEFINE_integer(
+    "steps", 0, "prune: fine-tuning steps with the mask applied (magnitude: 0 = none; movement: required)."
+)
+
+
+def _require_out(what: str) -> str:
+    if not FLAGS.out:
+        raise SslmError(f"--out is required: the new directory for the {what}")
+    return FLAGS.out
+
+
+@command("quantize", "int8 weights (and activations): --workdir=RUN_OR_HF_DIR --out=DIR [--mode=weights|dynamic]")
+def _quantize(argv):
+    from sslm_jax.inference.compress import quantize_model
+
+    out = quantize_model(_require_workdir(), _require_out("quantized model"), mode=FLAGS.mode)
+    print(f"wrote {out} (int8, {FLAGS.mode})")
+
+
+@command("prune", "prune: --workdir=RUN_OR_HF_DIR --out=DIR --sparsity=S [--method=magnitude|movement] [--steps=N]")
+def _prune(argv):
+    from sslm_jax.training.pruning import prune_run
+
+    if FLAGS.sparsity is None:
+        raise SslmError("--sparsity is required: the fraction of weights to remove, in [0, 1)")
+    out, report = prune_run(
+        _require_workdir(), _require_out("pruned model"), sparsity=FLAGS.sparsity, method=FLAGS.method,
+        scope=FLAGS.scope, steps=FLAGS.steps,
+    )  # fmt: skip
+    for name, value in report.items():
+        print(f"  {name}: {value:.1%} pruned", flush=True)
+    print(f"wrote {out}")
+
+
+@command("export", "a portable model (jax.export): --workdir=RUN_OR_DIR --out=DIR [--format=stablehlo]")
+def _export(argv):
+    from sslm_jax.inference.stablehlo import export_portable
+
+    fmt = FLAGS["format"].value if FLAGS["format"].present else "stablehlo"
+    print(f"wrote {export_portable(_require_workdir(), _require_out('portable model'), format=fmt)}")
 
 
 def _usage() -> str:

@@ -48,6 +48,8 @@ class LoadedModel:
         unknown (a Hugging Face directory).
       max_seq_len: texts are cut to this many tokens (special tokens included).
       run_config: the run's saved config (sslm checkpoints), else None.
+      compression: for a directory written by `sslm quantize` / `sslm prune` (kind "compressed"): its record
+        ({"quantization": mode or None, "pruning": {...} or None, "source": ..., "masks": {path: bool array}}).
     """
 
     path: pathlib.Path
@@ -63,14 +65,20 @@ class LoadedModel:
     text_fields: tuple[str, ...]
     max_seq_len: int
     run_config: Any = None
+    compression: Any = None
 
 
 def load_model(path: str | os.PathLike) -> LoadedModel:
-    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, or a Hugging Face BERT,
-    ELECTRA or GPT-2 directory. CheckpointError (one line) when `path` is none of these or is incomplete."""
+    """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, a Hugging Face BERT,
+    ELECTRA or GPT-2 directory, or a directory written by `sslm quantize` / `sslm prune`. CheckpointError (one line)
+    when `path` is none of these or is incomplete."""
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face model directory")
+    if (path / "compressed.json").is_file():  # `sslm quantize` / `sslm prune` output
+        from sslm_jax.inference import compressed_dir
+
+        return compressed_dir.load(path)
     step_dir = layout.latest_checkpoint(path)
     if step_dir is not None:
         return _load_sslm(pathlib.Path(os.fspath(step_dir)))
