@@ -212,7 +212,7 @@ def _read_prompts(path: str) -> list[str]:
     return prompts
 
 
-@command("export-hf", "write a run's model as a Hugging Face directory (BERT, GPT-2): --workdir=DIR --out=DIR")
+@command("export-hf", "write a run's model as a Hugging Face directory (BERT, ELECTRA, GPT-2): --workdir=DIR --out=DIR")
 def _export_hf(argv):
     from sslm_jax.inference.export import export_hf
 

@@ -34,6 +34,19 @@ def test_the_discriminator_fine_tunes_and_the_generator_fills_masks(run, tmp_pat
     assert "[MASK] 1:" in sslm("fill-mask", f"--workdir={run}", "the [MASK] is closed .").stdout
 
 
+def test_export_hf_writes_both_models_that_transformers_loads(run, tmp_path):
+    import transformers
+
+    sslm("export-hf", f"--workdir={run}", f"--out={tmp_path / 'hf'}")
+    for name, cls in (("discriminator", "ElectraForPreTraining"), ("generator", "ElectraForMaskedLM")):
+        config = json.loads((tmp_path / "hf" / name / "config.json").read_text())
+        assert config["architectures"] == [cls]
+        model = getattr(transformers, cls).from_pretrained(tmp_path / "hf" / name)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf" / name)
+        inputs = tokenizer("the file is closed .", return_tensors="pt")
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
 def test_bad_input_is_one_line(tmp_path):
     out = sslm("pretrain", SMOKE, f"--workdir={tmp_path / 'a'}", "--config.model.generator_hidden_fraction=0.3",
                check=False)  # fmt: skip

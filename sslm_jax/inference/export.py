@@ -1,4 +1,5 @@
-"""Export an sslm run's model as a Hugging Face directory (`sslm export-hf`): BERT, or GPT-2 for causal-LM runs.
+"""Export an sslm run's model as a Hugging Face directory (`sslm export-hf`): BERT, ELECTRA (a pretraining run: its
+discriminator and generator as two directories), or GPT-2 for causal-LM runs.
 
     export_hf("runs/sst2", "export/sst2")
     # then, in PyTorch: transformers.BertForSequenceClassification.from_pretrained("export/sst2")
@@ -56,6 +57,8 @@ def export_hf(
             "class computes (they pool [CLS]); fine-tune with --config.model.pooling=cls to export it"
         )
     id2label = loaded.label_names if keeps_classifier and not loaded.is_regression else None
+    if loaded.run_config.model.family == "electra":
+        return _export_electra(loaded, out, head=head, id2label=id2label, overwrite=overwrite)
     return huggingface.save_checkpoint(
         out,
         loaded.model_config,
@@ -66,3 +69,17 @@ def export_hf(
         id2label=id2label,
         overwrite=overwrite,
     )
+
+
+def _export_electra(loaded, out, *, head: str, id2label, overwrite: bool) -> pathlib.Path:
+    """An ELECTRA run: a pretraining run writes `out/discriminator` (ElectraForPreTraining) and `out/generator`
+    (ElectraForMaskedLM) with head "auto", or one of them with head "discriminator" / "generator"; a fine-tuned run
+    writes ElectraForSequenceClassification."""
+    from sslm_jax.interop import hf_electra
+
+    params = jax.device_get(loaded.params)
+    options = dict(vocab_file=loaded.vocab_path, do_lower_case=loaded.tokenizer.lower_case, overwrite=overwrite)
+    if loaded.head == "pretraining" and head == "auto":
+        hf_electra.save_pretraining_checkpoints(out, loaded.model_config, params, **options)
+        return pathlib.Path(out)
+    return hf_electra.save_checkpoint(out, loaded.model_config, params, head=head, id2label=id2label, **options)
