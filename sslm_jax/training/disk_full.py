@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import re
+import threading
 
 from sslm_jax.checkpoints import integrity, layout
 from sslm_jax.errors import SslmError
@@ -66,12 +67,40 @@ def _size_of_a_checkpoint(workdir) -> str:
     return f"a checkpoint of this run takes {size / 2**20:.1f} MiB" if size else "a checkpoint needs room"
 
 
+# Full-disk errors raised in background threads (TensorBoard's event writer thread), kept for the main thread.
+_background: list[BaseException] = []
+
+
+def _keep_disk_full(previous):
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and disk_full_error(args.exc_value) is not None:
+            _background.append(args.exc_value)  # no traceback: the main thread reports it as one line
+        else:
+            previous(args)
+
+    return hook
+
+
+def raise_pending() -> None:
+    """Raises, in the calling (main) thread, a full-disk error a background thread met since the last call.
+    tensorboardX writes events from its own thread, which a full disk ends silently (events are then lost)."""
+    if _background:
+        error = _background[0]
+        _background.clear()
+        raise error
+
+
 @contextlib.contextmanager
 def reported(workdir, *, on_failure=None):
     """Turns a full-disk error raised inside into `DiskFullError` (one line naming the path and the room needed);
-    `on_failure()` runs first (e.g. to stop background writers), its own errors ignored."""
+    `on_failure()` runs first (e.g. to stop background writers), its own errors ignored. Inside, a background
+    thread's full-disk error prints nothing; `raise_pending()` (and the end of the block) raise it here."""
+    previous = threading.excepthook
+    threading.excepthook = _keep_disk_full(previous)
+    _background.clear()
     try:
         yield
+        raise_pending()
     except Exception as e:
         found = disk_full_error(e, under=workdir)
         if found is None:
@@ -88,3 +117,5 @@ def reported(workdir, *, on_failure=None):
             f"{what} writing {path or workdir} ({need}): free space and rerun the same command; it resumes from the "
             f"last intact checkpoint"
         ) from None
+    finally:
+        threading.excepthook = previous

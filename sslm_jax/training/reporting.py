@@ -24,8 +24,11 @@ import numpy as np
 
 from absl import logging
 
+from sslm_jax.training import disk_full
+
 # Curves drawn in the PNG by default (the loop passes its task's progress keys). Missing keys are skipped.
 PLOTTED = ("loss", "mlm_accuracy", "learning_rate")
+_TB_QUEUE = 100_000  # events tensorboardX's writer thread may hold (see MetricsWriter._writer)
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +85,12 @@ class MetricsWriter:
 
             # purge_step: TensorBoard hides this folder's older events from the resumed step on (module docstring).
             purge = self._resume_step + 1 if self._resume_step else None
-            self._tb[split] = SummaryWriter(str(self.workdir / "tensorboard" / split), purge_step=purge)
+            # max_queue: tensorboardX's writer thread dies on a full disk, and a bounded queue (10 by default) would
+            # then block the next add_scalar forever; with room for every event of many writes, the next `write`
+            # reaches `disk_full.raise_pending()` instead.
+            self._tb[split] = SummaryWriter(
+                str(self.workdir / "tensorboard" / split), purge_step=purge, max_queue=_TB_QUEUE
+            )
         return self._tb[split]
 
     def write(self, step: int, metrics: Mapping[str, Any], *, split: str = "train") -> None:
@@ -94,6 +102,7 @@ class MetricsWriter:
         for key, value in scalars.items():
             writer.add_scalar(key, value, step)
         writer.flush()
+        disk_full.raise_pending()  # TensorBoard's writer thread may have met a full disk
         prefix = "" if split == "train" else f"{split}_"
         record = {"step": int(step), **{prefix + k: v for k, v in scalars.items()}}
         if self.records and self.records[-1]["step"] == step:  # train and eval at the same step: one line
