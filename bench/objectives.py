@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import io
 import json
 import pathlib
 import random
-import re
 import statistics
 import sys
 import time
@@ -46,6 +44,8 @@ from typing import NoReturn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench import sst2_lift  # noqa: E402 (after the path: the shared-data readers)
 
 LABELS = 1000
 CALIBRATION_STEPS, CALIBRATION_LOG = 40, 10
@@ -68,14 +68,10 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-# --- Data -----------------------------------------------------------------------------------------------------
-
-_WIKI_SEPARATOR = re.compile(r"\s*@([-,.])@\s*")  # WikiText's " @-@ " style separators
-
+# --- Data (the shared files, read as bench/sst2_lift.py reads them) ----------------------------------------------
 
 def _tsv(path: pathlib.Path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return list(sst2_lift._tsv(path))  # read more than once below: a list, not sst2_lift's generator
 
 
 def write_corpus(data: pathlib.Path, work: pathlib.Path, *, smoke: bool) -> dict[str, int]:
@@ -83,11 +79,7 @@ def write_corpus(data: pathlib.Path, work: pathlib.Path, *, smoke: bool) -> dict
     from sslm_jax.data.sources import sentences
 
     sst = [row["sentence"] for row in _tsv(data / "sst2" / "train.tsv")]
-    paragraphs = []
-    for line in (data / "wikitext2" / "valid.txt").read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line and not line.startswith("="):  # " = Title = " lines are headings
-            paragraphs.append(" ".join(_WIKI_SEPARATOR.sub(r"\1", line.replace("<unk>", "")).split()))
+    paragraphs = sst2_lift.wiki_paragraphs(data)
     held = set(random.Random(0).sample(range(len(paragraphs)), len(paragraphs) // 20))
     train = sst + [p for i, p in enumerate(paragraphs) if i not in held]
     if smoke:
@@ -102,13 +94,6 @@ def write_corpus(data: pathlib.Path, work: pathlib.Path, *, smoke: bool) -> dict
     (work / "corpus_train.txt").write_text("".join(t + "\n" for t in train), encoding="utf-8")
     (work / "corpus_eval.txt").write_text("".join(t + "\n" for t in held_out), encoding="utf-8")
     return dict(train_lines=len(train), eval_lines=len(held_out), train_words=sum(len(t.split()) for t in train))
-
-
-def write_draw(data: pathlib.Path, out: pathlib.Path, seed: int) -> None:
-    chosen = random.Random(seed).sample(_tsv(data / "sst2" / "train.tsv"), LABELS)
-    with out.open("w", encoding="utf-8", newline="") as f:
-        f.write("sentence\tlabel\n")
-        f.writelines(f"{r['sentence']}\t{r['label']}\n" for r in chosen)
 
 
 # --- Runs (in this process: the CPU clock and the compiled functions stay in one place) -------------------------
@@ -207,7 +192,7 @@ def finetune(init: dict, draw: pathlib.Path, dev: pathlib.Path, pooling: str, se
 # --- Probe ----------------------------------------------------------------------------------------------------
 
 
-def features(start: dict, texts: list[str], work: pathlib.Path) -> dict[str, "np.ndarray"]:
+def features(start: dict, texts: list[str], work: pathlib.Path) -> dict:
     """Frozen last-layer features of `texts`: {"mean": [N, H], "cls": [N, H]}."""
     import jax
     import jax.numpy as jnp
@@ -316,9 +301,8 @@ def _stats(values: list[float]) -> str:
 def main():
     args = _parse()
     data = pathlib.Path(args.data)
-    for needed in ("sst2/train.tsv", "sst2/dev.tsv", "wikitext2/valid.txt"):
-        if not (data / needed).is_file():
-            fail(f"{data / needed} is missing: pass --data=the shared data folder (see its README)")
+    if problem := sst2_lift.missing_data(data):
+        fail(problem)
     try:
         budgets = [float(b) for b in args.budgets.split(",")]
         from configs import objectives as objective_configs
@@ -335,7 +319,7 @@ def main():
 
     results.get("corpus", lambda: write_corpus(data, work, smoke=args.smoke))
     for seed in range(args.draws):
-        write_draw(data, work / f"draw_{seed}.tsv", seed)
+        sst2_lift.write_subset(data, work / f"draw_{seed}.tsv", LABELS, seed)
 
     def make_vocab():
         from sslm_jax.data.tokenizer import train_wordpiece

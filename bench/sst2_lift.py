@@ -56,9 +56,16 @@ def fail(message: str) -> NoReturn:
 _WIKI_SEPARATOR = re.compile(r"\s*@([-,.])@\s*")
 
 
-def write_corpus(data: pathlib.Path, out: pathlib.Path) -> dict[str, int]:
-    """One document per line: the SST-2 train sentences, then WikiText-2 valid's paragraphs (headings dropped)."""
-    sentences = [row["sentence"] for row in _tsv(data / "sst2" / "train.tsv")]
+def missing_data(data: pathlib.Path) -> str | None:
+    """The problem (one line) if `data` lacks a shared file these benches read, else None."""
+    for needed in ("sst2/train.tsv", "sst2/dev.tsv", "wikitext2/valid.txt"):
+        if not (data / needed).is_file():
+            return f"{data / needed} is missing: pass --data=the shared data folder (see its README)"
+    return None
+
+
+def wiki_paragraphs(data: pathlib.Path) -> list[str]:
+    """WikiText-2 valid's paragraphs, headings dropped, <unk> removed and its @-@ separators joined."""
     paragraphs = []
     for line in (data / "wikitext2" / "valid.txt").read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -66,6 +73,13 @@ def write_corpus(data: pathlib.Path, out: pathlib.Path) -> dict[str, int]:
             continue
         line = _WIKI_SEPARATOR.sub(r"\1", line.replace("<unk>", ""))
         paragraphs.append(re.sub(r"\s+", " ", line).strip())
+    return paragraphs
+
+
+def write_corpus(data: pathlib.Path, out: pathlib.Path) -> dict[str, int]:
+    """One document per line: the SST-2 train sentences, then WikiText-2 valid's paragraphs (headings dropped)."""
+    sentences = [row["sentence"] for row in _tsv(data / "sst2" / "train.tsv")]
+    paragraphs = wiki_paragraphs(data)
     out.write_text("".join(s + "\n" for s in sentences + paragraphs), encoding="utf-8")
     words = sum(len(s.split()) for s in sentences + paragraphs)
     return dict(sst2_sentences=len(sentences), wiki_paragraphs=len(paragraphs), words=words)
@@ -109,9 +123,8 @@ def evals(run_dir: pathlib.Path, key: str) -> list[tuple[int, float]]:
 def main():
     args = _parse()
     data = pathlib.Path(args.data)
-    for needed in ("sst2/train.tsv", "sst2/dev.tsv", "wikitext2/valid.txt"):
-        if not (data / needed).is_file():
-            fail(f"{data / needed} is missing: pass --data=the shared data folder (see its README)")
+    if problem := missing_data(data):
+        fail(problem)
     work = pathlib.Path(args.workdir).resolve()
     if work.exists() and any(work.iterdir()):
         fail(f"{work} is not empty: give a new --workdir (this bench never reuses or overwrites runs)")
