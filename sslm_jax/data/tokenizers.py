@@ -26,12 +26,15 @@ class TokenizerKind:
     files: the file names of a trained tokenizer, in one folder; the first is the one `data.vocab_path` names.
     train: (documents, data_config, out_dir) -> the path of the first file, after writing all of them.
     load: (path of the first file, data_config) -> the tokenizer.
+    settings: the `config.data` fields `train` reads; a vocabulary trained into a workdir records them, and a later
+      run that asks for other values is refused instead of silently reusing it (training/vocab.py).
     """
 
     name: str
     files: tuple[str, ...]
     train: Callable[[Any, Any, pathlib.Path], pathlib.Path]
     load: Callable[[os.PathLike, Any], Any]
+    settings: tuple[str, ...] = ("vocab_size",)
 
 
 def _train_wordpiece(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
@@ -48,7 +51,7 @@ def _load_wordpiece(path, data_config):
     return tokenizer.load_tokenizer(path, lower_case=data_config.lower_case)
 
 
-WORDPIECE = TokenizerKind("wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece)
+WORDPIECE = TokenizerKind("wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece, ("vocab_size", "lower_case"))
 
 
 def _train_bpe(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:

@@ -4,12 +4,18 @@
     tok = tokenizers.load(config.data, vocab_path)
 
 `data.vocab_path` → the `init_from` checkpoint's → one trained earlier in this workdir (checked against the copy
-its newest checkpoint holds, and put back from it if damaged) → a new one of kind
-`data.tokenizer` trained on the training corpus (process 0 trains, the others wait).
+its newest checkpoint holds, and put back from it if damaged; refused if it was trained with other settings) → a new
+one of kind `data.tokenizer` trained on the training corpus (process 0 trains, the others wait).
+
+A vocabulary trained into a workdir is recorded with the settings it was trained with (`SETTINGS_FILE`: the kind and
+the `config.data` fields it reads, `TokenizerKind.settings`). The record matters before the first checkpoint: after
+it, resume_settings refuses a changed `data.vocab_size` anyway, but a run killed while compiling leaves a vocabulary
+and no checkpoint, and a rerun asking for another size must not silently train on the old one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
@@ -21,6 +27,8 @@ from jax.experimental import multihost_utils
 
 from sslm_jax.checkpoints import integrity, layout
 from sslm_jax.errors import ConfigError
+
+SETTINGS_FILE = "vocab_settings.json"
 
 
 def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
@@ -38,7 +46,9 @@ def prepare_vocab(config, workdir: pathlib.Path) -> pathlib.Path:
         restore_from_checkpoint(kind.files, workdir)
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("sslm vocabulary checked")
-    if not all((workdir / name).exists() for name in kind.files):
+    if all((workdir / name).exists() for name in kind.files):
+        check_settings(kind, config.data, workdir)
+    else:
         if jax.process_index() == 0:
             logging.info("Training a %d-token %s vocabulary into %s.", config.data.vocab_size, kind.name, workdir)
             _train_whole(kind, sources.documents(config.data, split="train"), config.data, workdir)
@@ -70,6 +80,31 @@ def restore_from_checkpoint(names, workdir: pathlib.Path) -> None:
         logging.warning("Vocabulary %s %s; put back the copy saved with %s.", here, what, steps[0])
 
 
+def _settings(kind, data_config) -> dict:
+    return {"tokenizer": kind.name, **{f"data.{field}": data_config[field] for field in kind.settings}}
+
+
+def check_settings(kind, data_config, workdir: pathlib.Path) -> None:
+    """ConfigError if the vocabulary in `workdir` was trained with other settings than `data_config` asks for. A
+    vocabulary without a record (put there by hand, or trained before the record existed) is taken as it is."""
+    record = workdir / SETTINGS_FILE
+    if not record.exists():
+        return
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{record} is unreadable ({e}): delete it to reuse the vocabulary beside it as it is") from e
+    wanted = _settings(kind, data_config)
+    changed = [field for field in wanted if field in saved and saved[field] != wanted[field]]
+    if changed:
+        asked = ", ".join(f"config.{field}={wanted[field]!r}" for field in changed)
+        had = ", ".join(f"{field}={saved[field]!r}" for field in changed)
+        raise ConfigError(
+            f"{workdir / kind.files[0]} was trained with {had} but this run asks for {asked}: keep the old value, "
+            "or use a new workdir to train a new vocabulary"
+        )
+
+
 def _train_whole(kind, documents, data_config, workdir: pathlib.Path) -> None:
     """Trains into a temporary folder and moves the files into `workdir` last, so a kill or a full disk never leaves
     a partial vocabulary that the next run would reuse (a lone file of a two-file kind is retrained as well)."""
@@ -78,7 +113,8 @@ def _train_whole(kind, documents, data_config, workdir: pathlib.Path) -> None:
     tmp.mkdir()
     try:
         kind.train(documents, data_config, tmp)
-        for name in reversed(kind.files):  # the first file, the one `prepare_vocab` returns, lands last
+        (tmp / SETTINGS_FILE).write_text(json.dumps(_settings(kind, data_config), sort_keys=True) + "\n")
+        for name in (SETTINGS_FILE, *reversed(kind.files)):  # the first file, the one `prepare_vocab` returns, lands last
             os.replace(tmp / name, workdir / name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
