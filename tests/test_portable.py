@@ -133,3 +133,68 @@ def test_bad_export_requests_write_nothing(tiny, tmp_path):
     with pytest.raises(SslmError, match="holds no sslm checkpoint"):
         stablehlo.export_portable(tmp_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- A causal LM: prefill + decode_step over an explicit cache, and generation on the host ------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt_export(tmp_path_factory):
+    from _serve_models import gpt_dir
+
+    root = tmp_path_factory.mktemp("gpt")
+    source = gpt_dir(root)
+    return source, stablehlo.export_portable(source, root / "export")
+
+
+def test_causal_lm_decoding_equals_the_full_forward_pass(gpt_export):
+    """Prefill + decode steps through the exported functions give the logits one uncached forward pass gives at
+    every position, for rows of different lengths, at two batch sizes and cache sizes (one artifact)."""
+    source, out = gpt_export
+    model, live = portable.load(out), load_model(source)
+    assert model.entry_points == ("prefill", "decode_step")
+    for seed, (batch, prompt, steps, cache) in enumerate([(1, 3, 4, 8), (3, 9, 5, 20)]):
+        rng = np.random.default_rng(seed)
+        tokens = rng.integers(0, live.model_config.vocab_size, (batch, prompt + steps)).astype(np.int32)
+        lengths = rng.integers(1, prompt + 1, batch).astype(np.int32)
+        full = np.asarray(live.model.apply({"params": live.params}, tokens).logits)
+        key_spec = model.manifest["entry_points"]["prefill"]["inputs"][2]
+        shape = [batch if d == "batch" else cache if d == "cache" else d for d in key_spec["shape"]]
+        logits, key, value, index = model.prefill(tokens[:, :prompt], lengths, np.zeros(shape), np.zeros(shape))
+        rows = np.arange(batch)
+        np.testing.assert_allclose(logits, full[rows, lengths - 1], rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(index, lengths)
+        for step in range(steps):  # each row continues with its own next token from `tokens`
+            logits, key, value, index = model.decode_step(tokens[rows, lengths + step], key, value, index)
+            np.testing.assert_allclose(logits, full[rows, lengths + step], rtol=1e-5, atol=1e-5)
+
+
+def test_portable_generation_equals_sslm_generate(gpt_export):
+    from sslm_jax.inference import text_generation
+    from sslm_jax.models import gpt
+
+    source, out = gpt_export
+    model, live = portable.load(out), load_model(source)
+    prompts = ["the movie was", "def read_file(path):", ""]
+    want = text_generation.complete(live.model, live.params, live.tokenizer, prompts, init_cache=gpt.init_cache,
+                                    max_new_tokens=10, temperature=0.0)  # fmt: skip
+    assert model.generate(prompts, max_new_tokens=10) == [w[0] for w in want]
+    ids = model._tokenizer().encode_batch(prompts[:2])
+    assert [e.ids for e in ids] == live.tokenizer.tokenize(prompts[:2]).to_list()  # the same BPE ids
+    sampled = model.generate(["a dull film"] * 2, max_new_tokens=6, temperature=1.0, top_k=20, top_p=0.9, seed=3)
+    assert sampled == model.generate(["a dull film"] * 2, max_new_tokens=6, temperature=1.0, top_k=20, top_p=0.9,
+                                     seed=3)  # fmt: skip
+    with pytest.raises(portable.PortableError, match="passes the model's 64 positions"):
+        model.generate(["the movie was"], max_new_tokens=64)
+    with pytest.raises(portable.PortableError, match="encode\\(\\) is for encoders"):
+        model.encode(["the movie"])
+
+
+def test_sampling_keeps_top_k_and_the_nucleus():
+    logits = np.log(np.array([[0.1, 0.5, 0.3, 0.1]] * 4000))
+    rng = np.random.default_rng(0)
+    drawn = portable._choose(logits, rng, temperature=1.0, top_k=2, top_p=1.0)
+    assert set(drawn) == {1, 2} and abs((drawn == 1).mean() - 0.5 / 0.8) < 0.03
+    assert set(portable._choose(logits, rng, temperature=1.0, top_k=0, top_p=0.7)) == {1, 2}
+    assert set(portable._choose(logits, rng, temperature=1.0, top_k=0, top_p=0.5)) == {1}
+    assert list(portable._choose(logits[:2], rng, temperature=0.0, top_k=0, top_p=1.0)) == [1, 1]

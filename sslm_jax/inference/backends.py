@@ -26,7 +26,8 @@ import pathlib
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from sslm_jax.errors import SslmError
-from sslm_jax.inference.route_runners import RUNNERS, ServeShapes, family_name
+from sslm_jax.inference.loading import family_name
+from sslm_jax.inference.route_runners import RUNNERS, ServeShapes
 
 ROUTES = ("classify", "fill-mask", "embed", "generate")
 

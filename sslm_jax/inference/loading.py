@@ -68,6 +68,13 @@ class LoadedModel:
     compression: Any = None
 
 
+def family_name(loaded: LoadedModel) -> str:
+    """The model family of a loaded model: the run's `model.family`, or BERT / GPT-2 for Hugging Face directories."""
+    if loaded.run_config is not None:
+        return loaded.run_config.model.family
+    return "gpt" if loaded.head == "causal_lm" else "bert"
+
+
 def load_model(path: str | os.PathLike) -> LoadedModel:
     """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, a Hugging Face BERT,
     ELECTRA or GPT-2 directory, or a directory written by `sslm quantize` / `sslm prune`. CheckpointError (one line)

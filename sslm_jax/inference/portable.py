@@ -1,18 +1,21 @@
 """Run a portable exported model (`sslm export --format=stablehlo`) with jax + numpy only: no Flax, no sslm models.
 
     model = load("export/sst2")
-    model.entry_points                       # ("classify",)   or ("fill_mask",) for a masked-LM
+    model.entry_points                       # ("classify",); ("fill_mask",) for a masked-LM
     logits = model.classify(input_ids, attention_mask, token_type_ids)   # numpy [batch, num_labels]
     model.label_names                        # ("negative", "positive")
     ids, mask, types = model.encode(["a gripping , funny film"])         # with the Hugging Face `tokenizers` package
 
+    gpt = load("export/gpt")                 # a causal LM: ("prefill", "decode_step")
+    gpt.generate(["def read_file(path):"], max_new_tokens=16)            # greedy; temperature/top_k/top_p/seed
+
 The directory:
     manifest.json          format / version, jax version and calling-convention window, platforms, entry points
                            (input names, dtypes, symbolic shapes; output), label names, tokenizer settings
-    <entry>.jax_exported   `jax.export.Exported.serialize()` of (weights, *inputs) -> output, symbolic in batch
-                           and length (length <= the model's position table)
+    <entry>.jax_exported   `jax.export.Exported.serialize()` of (weights, *inputs) -> output(s), symbolic in batch,
+                           length and cache slots (each at most the model's position table)
     weights.npz            the weights, in the order the functions take them (int8 stays int8)
-    vocab.txt              the WordPiece vocabulary
+    vocab.txt              the WordPiece vocabulary; a causal LM's byte-level BPE is vocab.json + merges.txt
 
 Anything that cannot be read (a missing or corrupt file, another format version, an artifact serialized with a
 calling convention this jax does not run) raises `PortableError` with one line naming the file and the reason.
@@ -34,7 +37,7 @@ from jax import export
 
 from sslm_jax.errors import SslmError
 
-FORMAT, FORMAT_VERSION = "sslm-portable", 1
+FORMAT, FORMAT_VERSION = "sslm-portable", 2  # 2: several outputs per entry point, the cache
 MANIFEST, WEIGHTS, SUFFIX = "manifest.json", "weights.npz", ".jax_exported"
 
 
@@ -51,9 +54,10 @@ class PortableModel:
         self.entry_points = tuple(functions)
         self.label_names = tuple(manifest.get("label_names", ()))
         self.max_length = int(manifest["max_length"])
+        self._tok = None
 
-    def __call__(self, entry_point: str, *inputs) -> np.ndarray:
-        """The entry point's output (numpy) for `inputs` in the manifest's order (int32 arrays [batch, length])."""
+    def __call__(self, entry_point: str, *inputs):
+        """The entry point's output (numpy; a tuple when it has several) for `inputs` in the manifest's order."""
         if entry_point not in self._functions:
             raise PortableError(f"{self.directory} has no entry point {entry_point!r}; it has {self.entry_points}")
         spec = self.manifest["entry_points"][entry_point]["inputs"]
@@ -61,28 +65,55 @@ class PortableModel:
             names = ", ".join(s["name"] for s in spec)
             raise PortableError(f"{entry_point} takes {len(spec)} inputs ({names}); got {len(inputs)}")
         arrays = [np.asarray(x, dtype=s["dtype"]) for x, s in zip(inputs, spec)]
-        if arrays[0].ndim != 2 or any(a.shape != arrays[0].shape for a in arrays):
-            raise PortableError(f"{entry_point}: inputs must all be [batch, length]; got {[a.shape for a in arrays]}")
-        if not 1 <= arrays[0].shape[1] <= self.max_length:
-            raise PortableError(f"{entry_point}: length {arrays[0].shape[1]} is outside 1..{self.max_length}")
-        return np.asarray(self._functions[entry_point].call(self._weights, *arrays))
+        self._check_shapes(entry_point, spec, arrays)
+        out = self._functions[entry_point].call(self._weights, *arrays)
+        return tuple(np.asarray(x) for x in out) if isinstance(out, (tuple, list)) else np.asarray(out)
+
+    def _check_shapes(self, entry_point: str, spec: list[dict], arrays: list[np.ndarray]) -> None:
+        """Each input has its manifest shape: fixed sizes equal, a symbolic name the same size everywhere, and every
+        symbolic size but the batch within 1..max_length."""
+        sizes: dict[str, int] = {}
+        for s, a in zip(spec, arrays):
+            if a.ndim != len(s["shape"]):
+                raise PortableError(f"{entry_point}: {s['name']} must be {s['shape']}; got shape {list(a.shape)}")
+            for dim, size in zip(s["shape"], a.shape):
+                if isinstance(dim, int) and dim != size or sizes.setdefault(dim, size) != size:
+                    raise PortableError(f"{entry_point}: {s['name']} has shape {list(a.shape)}, not {s['shape']} "
+                                        f"(sizes so far: {sizes})")  # fmt: skip
+        for dim, size in sizes.items():
+            if isinstance(dim, str) and dim != "batch" and not 1 <= size <= self.max_length:
+                raise PortableError(f"{entry_point}: {dim} {size} is outside 1..{self.max_length}")
+        if sizes.get("length", 0) > sizes.get("cache", self.max_length):
+            raise PortableError(f"{entry_point}: the cache has {sizes['cache']} slots, fewer than the {sizes['length']} "
+                                "tokens to write")  # fmt: skip
 
     def __getattr__(self, name: str):
         if name.startswith("_") or name not in self.__dict__.get("_functions", {}):
             raise AttributeError(name)
         return lambda *inputs: self(name, *inputs)
 
+    def _tokenizer(self):
+        """The saved tokenizer, through Hugging Face's `tokenizers` (its WordPiece and byte-level BPE give our ids)."""
+        if self._tok is None:
+            try:
+                import tokenizers
+            except ImportError:
+                raise PortableError("encoding text needs the `tokenizers` package: pip install tokenizers") from None
+            info = self.manifest["tokenizer"]
+            files = [str(self.directory / name) for name in info["files"]]
+            if info.get("kind", "wordpiece") == "bpe":
+                self._tok = tokenizers.ByteLevelBPETokenizer(*files)
+            else:
+                self._tok = tokenizers.BertWordPieceTokenizer(files[0], lowercase=info["lower_case"])
+        return self._tok
+
     def encode(self, texts: Sequence[str], *, max_length: int | None = None):
         """(input_ids, attention_mask, token_type_ids) int32 [len(texts), longest] with the saved WordPiece
         vocabulary ([CLS] text [SEP], cut to `max_length`). Needs the `tokenizers` package (Hugging Face)."""
-        try:
-            from tokenizers import BertWordPieceTokenizer
-        except ImportError:
-            raise PortableError("encode() needs the `tokenizers` package: pip install tokenizers") from None
-        info = self.manifest["tokenizer"]
-        tok = BertWordPieceTokenizer(str(self.directory / info["files"][0]), lowercase=info["lower_case"])
-        limit = min(max_length or self.max_length, self.max_length)
-        tok.enable_truncation(limit)
+        if self.manifest["tokenizer"].get("kind", "wordpiece") != "wordpiece":
+            raise PortableError(f"{self.directory}: encode() is for encoders; a causal LM uses generate()")
+        info, tok = self.manifest["tokenizer"], self._tokenizer()
+        tok.enable_truncation(min(max_length or self.max_length, self.max_length))
         encoded = tok.encode_batch(list(texts))
         length = max(len(e.ids) for e in encoded)
         ids = np.full((len(texts), length), info["pad_id"], np.int32)
@@ -90,6 +121,66 @@ class PortableModel:
         for row, e in enumerate(encoded):
             ids[row, : len(e.ids)], mask[row, : len(e.ids)] = e.ids, 1
         return ids, mask, np.zeros_like(ids)
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int = 32, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[str]:  # fmt: skip
+        """The continuation of each prompt (the text after it, up to end-of-text), from a causal-LM export.
+
+        One `prefill` over the right-padded prompts (padded to a power of two, so prompt batches of one bucket
+        share a compilation), then one `decode_step` per new token, chosen here in numpy: greedy at temperature 0,
+        else temperature, then top-k, then top-p, then a draw from `np.random.default_rng(seed)`. Greedy tokens
+        equal `sslm generate --temperature=0`'s; sampled ones follow the same distribution with other draws.
+        An empty prompt starts from end-of-text, as in `sslm generate`.
+        """
+        if "prefill" not in self._functions:
+            raise PortableError(f"{self.directory} is not a causal-LM export: it has {', '.join(self.entry_points)}")
+        if not prompts or max_new_tokens < 1:
+            raise PortableError("generate() needs at least one prompt and max_new_tokens >= 1")
+        eot, tok = self.manifest["tokenizer"]["eot_id"], self._tokenizer()
+        rows = [e.ids or [eot] for e in tok.encode_batch(list(prompts))]
+        longest = max(len(r) for r in rows)
+        if longest + max_new_tokens > self.max_length:
+            raise PortableError(f"a prompt of {longest} tokens + max_new_tokens={max_new_tokens} passes the model's "
+                                f"{self.max_length} positions: shorten the prompt or ask for fewer tokens")  # fmt: skip
+        length = min(max(16, 1 << (longest - 1).bit_length()), self.max_length)
+        ids = np.full((len(rows), length), eot, np.int32)
+        for b, row in enumerate(rows):
+            ids[b, : len(row)] = row
+        lengths = np.array([len(r) for r in rows], np.int32)
+        _, _, key_spec, value_spec = self.manifest["entry_points"]["prefill"]["inputs"]
+        cache_shape = [len(rows) if d == "batch" else d for d in key_spec["shape"]]
+        cache_shape[cache_shape.index("cache")] = min(length + max_new_tokens, self.max_length)
+        key, value = np.zeros(cache_shape, key_spec["dtype"]), np.zeros(cache_shape, value_spec["dtype"])
+        logits, key, value, index = self.prefill(ids, lengths, key, value)
+        rng, new, done = np.random.default_rng(seed), [[] for _ in rows], np.zeros(len(rows), bool)
+        for step in range(max_new_tokens):
+            token = _choose(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
+            for b in np.flatnonzero(~done):
+                new[b].append(int(token[b]))
+            done |= token == eot
+            if done.all() or step == max_new_tokens - 1:
+                break
+            logits, key, value, index = self.decode_step(token, key, value, index)
+        return [tok.decode([t for t in row if t != eot]) for row in new]
+
+
+def _choose(logits: np.ndarray, rng: np.random.Generator, *, temperature: float, top_k: int, top_p: float):
+    """One token per row of `logits` [B, V]: argmax at temperature <= 0, else a draw after temperature, top-k and
+    top-p (the smallest set of best tokens whose mass reaches top_p)."""
+    if temperature <= 0:
+        return logits.argmax(-1).astype(np.int32)
+    z = logits.astype(np.float64) / temperature
+    if 0 < top_k < z.shape[-1]:
+        z = np.where(z < np.sort(z, -1)[:, -top_k][:, None], -np.inf, z)
+    p = np.exp(z - z.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    if top_p < 1:
+        order = np.argsort(-p, -1)
+        sorted_p = np.take_along_axis(p, order, -1)
+        outside = np.cumsum(sorted_p, -1) - sorted_p >= top_p  # the mass before a token already reaches top_p
+        np.put_along_axis(p, order, np.where(outside, 0.0, sorted_p), -1)
+        p /= p.sum(-1, keepdims=True)
+    return np.array([rng.choice(p.shape[-1], p=row) for row in p], np.int32)
 
 
 def _read_manifest(directory: pathlib.Path) -> dict:

@@ -24,7 +24,7 @@ import numpy as np
 from sslm_jax.errors import SslmError
 from sslm_jax.inference import batch_generate, classify, fill_mask, generate, text_generation
 from sslm_jax.inference.batching import RowError, bucket_for, size_buckets
-from sslm_jax.inference.loading import LoadedModel
+from sslm_jax.inference.loading import LoadedModel, family_name
 from sslm_jax.models import bert, registry
 from sslm_jax.objectives.classification import make_predict_fn
 
@@ -48,13 +48,6 @@ class GenerateRow:
     top_k: int
     top_p: float
     seed: int
-
-
-def family_name(loaded: LoadedModel) -> str:
-    """The model family of a loaded model: the run's `model.family`, or BERT / GPT-2 for Hugging Face directories."""
-    if loaded.run_config is not None:
-        return loaded.run_config.model.family
-    return "gpt" if loaded.head == "causal_lm" else "bert"
 
 
 def _warm(fn: Callable, shapes: Sequence[tuple[int, int]], make_args: Callable) -> int:
