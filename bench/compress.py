@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 def _parse():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--workdir", required=True, help="a new (or empty) folder for the runs, the logs and the table")
+    p.add_argument("--workdir", required=True, help="the folder for the runs, the logs and the table (a rerun on it keeps the finished steps)")
     p.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     p.add_argument("--size", default="mini", help="BERT size of the classifier")
     p.add_argument("--train-steps", type=int, default=0, help="fine-tuning steps (0: the config's one epoch)")
@@ -45,8 +45,12 @@ def _parse():
     return p.parse_args()
 
 
-def sslm(workdir: pathlib.Path, name: str, *args: str) -> float:
-    """Runs `sslm ARGS`, logging to WORKDIR/NAME.log; returns its wall time. Exits on failure."""
+def sslm(workdir: pathlib.Path, name: str, *args: str, writes: pathlib.Path | None = None) -> float:
+    """Runs `sslm ARGS`, logging to WORKDIR/NAME.log; returns its wall time. Exits on failure. A command whose output
+    folder `writes` already exists (a rerun of the bench on the same --workdir) is skipped: it ran before."""
+    if writes is not None and writes.exists():
+        print(f"(kept from an earlier run: {writes})", flush=True)
+        return float("nan")
     command = [sys.executable, "-m", "sslm_jax", *args]
     print("$ sslm " + " ".join(args), flush=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -106,9 +110,8 @@ def fp32_size(run: pathlib.Path, out: pathlib.Path) -> int:
 def main():
     args = _parse()
     workdir = pathlib.Path(args.workdir)
-    if workdir.exists() and any(workdir.iterdir()):
-        sys.exit(f"compress: --workdir={workdir} is not empty")
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # a rerun on the same folder resumes: finished steps are kept
+    (workdir / "export").mkdir(exist_ok=True)
     data = pathlib.Path(args.data) / "sst2"
     if not (data / "train.tsv").is_file():
         sys.exit(f"compress: {data / 'train.tsv'} is missing (the shared data folder; see its README)")
@@ -117,7 +120,7 @@ def main():
     (workdir / "sentences.txt").write_text("".join(s + "\n" for s in sentences))
     clock = {}
     clock["vocab"] = sslm(workdir, "vocab", "train-tokenizer", f"--input={workdir / 'sentences.txt'}",
-                          "--vocab-size=8192", f"--out={workdir / 'vocab'}")  # fmt: skip
+                          "--vocab-size=8192", f"--out={workdir / 'vocab'}", writes=workdir / "vocab")  # fmt: skip
     train = [
         "finetune", "--config=configs/sst2_lift.py:finetune,full", f"--workdir={workdir / 'fp32'}",
         f"--config.model.size={args.size}", f"--config.data.vocab_path={workdir / 'vocab' / 'vocab.txt'}",
@@ -131,7 +134,8 @@ def main():
     rows = {"fp32": run}
     for mode in ("weights", "dynamic"):
         clock[f"int8-{mode}"] = sslm(workdir, f"int8-{mode}", "quantize", f"--workdir={run}",
-                                     f"--out={workdir / f'int8-{mode}'}", f"--mode={mode}")  # fmt: skip
+                                     f"--out={workdir / f'int8-{mode}'}", f"--mode={mode}",
+                                     writes=workdir / f"int8-{mode}")  # fmt: skip
         rows[f"int8-{mode}"] = workdir / f"int8-{mode}"
     for s in [float(x) for x in args.sparsities.split(",") if x]:
         pct = round(100 * s)
@@ -143,8 +147,9 @@ def main():
         for label, extra in variants.items():
             name = label.split(" (")[0].replace(" + ", "_ft").replace(" ", "_").replace("%", "")
             clock[name] = sslm(workdir, name, "prune", f"--workdir={run}", f"--out={workdir / name}",
-                               f"--sparsity={s}", *extra)  # fmt: skip
-            sslm(workdir, name + "_q", "quantize", f"--workdir={workdir / name}", f"--out={workdir / (name + '_q')}")
+                               f"--sparsity={s}", *extra, writes=workdir / name)  # fmt: skip
+            sslm(workdir, name + "_q", "quantize", f"--workdir={workdir / name}", f"--out={workdir / (name + '_q')}",
+                 writes=workdir / (name + "_q"))  # fmt: skip
             rows[label] = workdir / name
     from sslm_jax.inference import compressed_dir
     from sslm_jax.training.compressed_eval import evaluate_any
@@ -153,7 +158,7 @@ def main():
     sizes = {"fp32": fp32_size(run, workdir / "fp32_params.npz")}
     for label, path in rows.items():
         exported = workdir / "export" / path.name
-        sslm(workdir, f"export_{path.name}", "export", f"--workdir={path}", f"--out={exported}")
+        sslm(workdir, f"export_{path.name}", "export", f"--workdir={path}", f"--out={exported}", writes=exported)
         _, metrics = evaluate_any(path)
         size = sizes.get(label) or compressed_dir.size_on_disk(path)
         int8_sparse = path.parent / (path.name + "_q")
