@@ -142,6 +142,8 @@ class PortableModel:
         if longest + max_new_tokens > self.max_length:
             raise PortableError(f"a prompt of {longest} tokens + max_new_tokens={max_new_tokens} passes the model's "
                                 f"{self.max_length} positions: shorten the prompt or ask for fewer tokens")  # fmt: skip
+        # generate.bucket_length's rule (a power of two, at least 16, at most the context), restated: generate.py
+        # imports flax, which this module must not.
         length = min(max(16, 1 << (longest - 1).bit_length()), self.max_length)
         ids = np.full((len(rows), length), eot, np.int32)
         for b, row in enumerate(rows):
@@ -166,7 +168,8 @@ class PortableModel:
 
 def _choose(logits: np.ndarray, rng: np.random.Generator, *, temperature: float, top_k: int, top_p: float):
     """One token per row of `logits` [B, V]: argmax at temperature <= 0, else a draw after temperature, top-k and
-    top-p (the smallest set of best tokens whose mass reaches top_p)."""
+    top-p (the smallest set of best tokens whose mass reaches top_p). The numpy twin of generate.sample_logits, for
+    the same reason as the bucket rule above; the draws differ from its jax ones."""
     if temperature <= 0:
         return logits.argmax(-1).astype(np.int32)
     z = logits.astype(np.float64) / temperature
