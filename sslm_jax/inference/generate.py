@@ -34,65 +34,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslm_jax.errors import SslmError
+# Re-exported: `generate.sample_logits` and friends are this module's public names too.
+from sslm_jax.inference.sampling import MIN_BUCKET, bucket_length, filter_logits, sample_logits  # noqa: F401
 
 Array = jax.Array
-
-MIN_BUCKET = 16
 
 
 @flax.struct.dataclass
 class GenerateOutput:
     tokens: Array  # [B, max_new_tokens] int32; pad_id after a row's EOS
     lengths: Array  # [B] int32; new tokens of each row, its EOS included
-
-
-# --- Sampling: small pure pieces --------------------------------------------------------------------------------
-
-
-def filter_logits(logits: Array, *, top_k: int = 0, top_p: float = 1.0) -> Array:
-    """Sets every logit outside the top-k, then outside the nucleus of mass `top_p`, to -inf. [..., V] -> [..., V].
-
-    top_k=0 and top_p=1 keep everything. The nucleus is the smallest set of best tokens whose probability (after
-    the top-k cut, renormalised) reaches `top_p`; it always holds the best token. Tokens tied with the last kept
-    one are kept too (as in Hugging Face's warpers).
-
-    Example: probabilities [0.1, 0.5, 0.3, 0.1] -> top_k=2 keeps tokens 1, 2; top_p=0.7 keeps 1, 2 (0.5 < 0.7,
-    0.5 + 0.3 >= 0.7); top_p=0.5 keeps token 1 alone.
-    """
-    logits = logits.astype(jnp.float32)
-    neg_inf = jnp.array(-jnp.inf, logits.dtype)
-    if 0 < top_k < logits.shape[-1]:
-        kth_best = jax.lax.top_k(logits, top_k)[0][..., -1:]
-        logits = jnp.where(logits < kth_best, neg_inf, logits)
-    if top_p < 1.0:
-        best_first = -jnp.sort(-logits, axis=-1)
-        probs = jax.nn.softmax(best_first, axis=-1)
-        mass_before = jnp.cumsum(probs, axis=-1) - probs  # of the strictly better tokens
-        # The lowest kept logit: index 0 always qualifies (mass_before 0 < top_p), and kept entries are a prefix.
-        kept = mass_before < top_p
-        threshold = jnp.min(jnp.where(kept, best_first, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < threshold, neg_inf, logits)
-    return logits
-
-
-def sample_logits(logits: Array, rng: Array, *, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> Array:
-    """One token id per row of `logits` [..., V] -> [...] int32. temperature <= 0 is greedy (argmax; rng unused)."""
-    if temperature <= 0:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    scaled = logits.astype(jnp.float32) / temperature
-    return jax.random.categorical(rng, filter_logits(scaled, top_k=top_k, top_p=top_p), axis=-1).astype(jnp.int32)
-
-
-# --- Shapes: buckets and the context -----------------------------------------------------------------------------
-
-
-def bucket_length(length: int, *, context: int | None = None, minimum: int = MIN_BUCKET) -> int:
-    """The padded prompt length: the next power of two >= `length`, at least `minimum`, at most `context`.
-
-    Example: 5 -> 16, 16 -> 16, 17 -> 32, 600 -> 1024; with context=768, 600 -> 768.
-    """
-    bucket = max(minimum, 1 << max(0, int(length) - 1).bit_length())
-    return bucket if context is None else min(bucket, context)
 
 
 def model_context(model) -> int:

@@ -20,12 +20,13 @@ The directory:
 Anything that cannot be read (a missing or corrupt file, another format version, an artifact serialized with a
 calling convention this jax does not run) raises `PortableError` with one line naming the file and the reason.
 
-This module imports only the standard library, numpy, jax and `sslm_jax.errors` (tests/test_portable.py checks
-`sys.modules` in a fresh process), so a serving process does not pay for (or depend on) the training code.
+This module imports only the standard library, numpy, jax, `sslm_jax.errors` and `sslm_jax.inference.sampling`
+(tests/test_portable.py checks `sys.modules` in a fresh process), so a serving process does not pay for (or depend on) the training code.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -36,6 +37,7 @@ import numpy as np
 from jax import export
 
 from sslm_jax.errors import SslmError
+from sslm_jax.inference import sampling
 
 FORMAT, FORMAT_VERSION = "sslm-portable", 2  # 2: several outputs per entry point, the cache
 MANIFEST, WEIGHTS, SUFFIX = "manifest.json", "weights.npz", ".jax_exported"
@@ -126,25 +128,25 @@ class PortableModel:
                  top_k: int = 0, top_p: float = 1.0, seed: int = 0) -> list[str]:  # fmt: skip
         """The continuation of each prompt (the text after it, up to end-of-text), from a causal-LM export.
 
-        One `prefill` over the right-padded prompts (padded to a power of two, so prompt batches of one bucket
-        share a compilation), then one `decode_step` per new token, chosen here in numpy: greedy at temperature 0,
-        else temperature, then top-k, then top-p, then a draw from `np.random.default_rng(seed)`. Greedy tokens
-        equal `sslm generate --temperature=0`'s; sampled ones follow the same distribution with other draws.
-        An empty prompt starts from end-of-text, as in `sslm generate`.
+        One `prefill` over the right-padded prompts (padded to `sampling.bucket_length`, so prompt batches of one
+        bucket share a compilation), then one `decode_step` per new token. Tokens are chosen by the live decoder's
+        own `sampling.sample_logits` (greedy at temperature 0, else temperature, top-k, top-p, then a draw with
+        the key `fold_in(key(seed), step)`), so the text equals `sslm generate --seed=SEED` on the exported run
+        for the same settings, sampled as well as greedy. An empty prompt starts from end-of-text, as there.
         """
         if "prefill" not in self._functions:
             raise PortableError(f"{self.directory} is not a causal-LM export: it has {', '.join(self.entry_points)}")
         if not prompts or max_new_tokens < 1:
             raise PortableError("generate() needs at least one prompt and max_new_tokens >= 1")
+        if top_k < 0 or not 0.0 < top_p <= 1.0:
+            raise PortableError(f"top_k={top_k}, top_p={top_p}: top_k must be >= 0 and top_p in (0, 1]")
         eot, tok = self.manifest["tokenizer"]["eot_id"], self._tokenizer()
         rows = [e.ids or [eot] for e in tok.encode_batch(list(prompts))]
         longest = max(len(r) for r in rows)
         if longest + max_new_tokens > self.max_length:
             raise PortableError(f"a prompt of {longest} tokens + max_new_tokens={max_new_tokens} passes the model's "
                                 f"{self.max_length} positions: shorten the prompt or ask for fewer tokens")  # fmt: skip
-        # generate.bucket_length's rule (a power of two, at least 16, at most the context), restated: generate.py
-        # imports flax, which this module must not.
-        length = min(max(16, 1 << (longest - 1).bit_length()), self.max_length)
+        length = sampling.bucket_length(longest, context=self.max_length)
         ids = np.full((len(rows), length), eot, np.int32)
         for b, row in enumerate(rows):
             ids[b, : len(row)] = row
@@ -154,9 +156,10 @@ class PortableModel:
         cache_shape[cache_shape.index("cache")] = min(length + max_new_tokens, self.max_length)
         key, value = np.zeros(cache_shape, key_spec["dtype"]), np.zeros(cache_shape, value_spec["dtype"])
         logits, key, value, index = self.prefill(ids, lengths, key, value)
-        rng, new, done = np.random.default_rng(seed), [[] for _ in rows], np.zeros(len(rows), bool)
+        choose, rng = _chooser(float(temperature), int(top_k), float(top_p)), jax.random.key(seed)
+        new, done = [[] for _ in rows], np.zeros(len(rows), bool)
         for step in range(max_new_tokens):
-            token = _choose(logits, rng, temperature=temperature, top_k=top_k, top_p=top_p)
+            token = np.asarray(choose(logits, jax.random.fold_in(rng, step)))
             for b in np.flatnonzero(~done):
                 new[b].append(int(token[b]))
             done |= token == eot
@@ -166,24 +169,10 @@ class PortableModel:
         return [tok.decode([t for t in row if t != eot]) for row in new]
 
 
-def _choose(logits: np.ndarray, rng: np.random.Generator, *, temperature: float, top_k: int, top_p: float):
-    """One token per row of `logits` [B, V]: argmax at temperature <= 0, else a draw after temperature, top-k and
-    top-p (the smallest set of best tokens whose mass reaches top_p). The numpy twin of generate.sample_logits, for
-    the same reason as the bucket rule above; the draws differ from its jax ones."""
-    if temperature <= 0:
-        return logits.argmax(-1).astype(np.int32)
-    z = logits.astype(np.float64) / temperature
-    if 0 < top_k < z.shape[-1]:
-        z = np.where(z < np.sort(z, -1)[:, -top_k][:, None], -np.inf, z)
-    p = np.exp(z - z.max(-1, keepdims=True))
-    p /= p.sum(-1, keepdims=True)
-    if top_p < 1:
-        order = np.argsort(-p, -1)
-        sorted_p = np.take_along_axis(p, order, -1)
-        outside = np.cumsum(sorted_p, -1) - sorted_p >= top_p  # the mass before a token already reaches top_p
-        np.put_along_axis(p, order, np.where(outside, 0.0, sorted_p), -1)
-        p /= p.sum(-1, keepdims=True)
-    return np.array([rng.choice(p.shape[-1], p=row) for row in p], np.int32)
+@functools.lru_cache(maxsize=16)
+def _chooser(temperature: float, top_k: int, top_p: float):
+    """The jitted `(logits [B, V], key) -> token ids [B]` for these settings (one compilation per batch size)."""
+    return jax.jit(functools.partial(sampling.sample_logits, temperature=temperature, top_k=top_k, top_p=top_p))
 
 
 def _read_manifest(directory: pathlib.Path) -> dict:
