@@ -41,7 +41,8 @@ def _parse():
     p.add_argument("--train-steps", type=int, default=0, help="fine-tuning steps (0: the config's one epoch)")
     p.add_argument("--prune-steps", type=int, default=300, help="fine-tuning steps of the trained pruning rows")
     p.add_argument("--sparsities", default="0.3,0.5,0.7,0.9", help="comma-separated pruning sparsities")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per latency / throughput figure")
+    p.add_argument("--repeats", type=int, default=20,
+                   help="timed calls per latency / throughput figure (0: no timings, for a run on a busy machine)")
     return p.parse_args()
 
 
@@ -70,6 +71,9 @@ def _median_s(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+TIMINGS = ("live_b1_ms", "export_b1_ms", "live_b32_rows_s", "export_b32_rows_s")
 
 
 def timings(path: pathlib.Path, exported: pathlib.Path, repeats: int) -> dict[str, float]:
@@ -145,7 +149,8 @@ def main():
             f"movement {pct}% ({args.prune_steps} steps)": ["--method=movement", f"--steps={args.prune_steps}"],
         }
         for label, extra in variants.items():
-            name = label.split(" (")[0].replace(" + ", "_ft").replace(" ", "_").replace("%", "")
+            # The steps are in the name, so a rerun with another --prune-steps on this --workdir trains anew.
+            name = label.replace(" + ", "_ft").replace(" (", "_").replace(")", "").replace(" ", "_").replace("%", "")
             clock[name] = sslm(workdir, name, "prune", f"--workdir={run}", f"--out={workdir / name}",
                                f"--sparsity={s}", *extra, writes=workdir / name)  # fmt: skip
             sslm(workdir, name + "_q", "quantize", f"--workdir={workdir / name}", f"--out={workdir / (name + '_q')}",
@@ -167,7 +172,7 @@ def main():
             "accuracy": metrics["accuracy"],
             "size_mb": size / 1e6,
             "sparse_int8_mb": compressed_dir.size_on_disk(int8_sparse) / 1e6 if int8_sparse.is_dir() else None,
-            **timings(path, exported, args.repeats),
+            **(timings(path, exported, args.repeats) if args.repeats else dict.fromkeys(TIMINGS, float("nan"))),
         })  # fmt: skip
         print(table[-1], flush=True)
     base = table[0]
