@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from sslm_jax.errors import SslmError
 from sslm_jax.inference import prune, quantize
 from sslm_jax.models import bert
+from sslm_jax.objectives import base
 from sslm_jax.training import pruning
+from sslm_jax.training.state import TrainState
+from sslm_jax.training.step import make_train_step
 
 CONFIG = bert.BertConfig.from_size("tiny", vocab_size=50, max_position_embeddings=16)
 IDS = jnp.arange(2 * 8, dtype=jnp.int32).reshape(2, 8) % CONFIG.vocab_size
@@ -78,6 +84,42 @@ def test_scores_get_the_straight_through_gradient(model_and_names):
     # the weights themselves only learn where they are kept
     mask = np.asarray(rule.masks(params)[n])
     assert not np.any(np.asarray(pruning._get(grads, n))[mask == 0])
+
+
+def test_movement_sparsity_follows_the_cubic_schedule(model_and_names):
+    model, names = model_and_names
+    rule = pruning.MaskRule(names=names, sparsity=0.8, scope="global", steps=100)
+    assert [float(rule.sparsity_at(s)) for s in (0, 10, 40, 70, 99)] == pytest.approx([0, 0, 0.7, 0.8, 0.8])
+    assert rule.sparsity_at(None) == 0.8  # evaluation and the saved masks: the target
+    params = nn.meta.unbox(pruning.MaskedModel(model, rule).init({"params": jax.random.key(4)}, IDS)["params"])
+    pruned = jax.jit(lambda p, step: sum(jnp.sum(m == 0) for m in rule.masks(p, step).values()))
+    total = sum(pruning._get(params, n).size for n in names)
+    for step, want in [(0, 0.0), (40, 0.7), (85, 0.8)]:  # one compilation: the step is traced
+        assert int(pruned(params, step)) / total == pytest.approx(want, abs=1e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class _SeesStep(base.Objective):
+    """Reports the `step` it was given (or -1); its loss is zero."""
+
+    uses_step: bool = True
+
+    def denominators(self, batch):
+        return {}
+
+    def __call__(self, params, batch, rng=None, deterministic=False, *, denominators=None, step=None):
+        seen = jnp.asarray(-1 if step is None else step, jnp.float32)
+        return 0.0 * jnp.sum(params["w"]), {"seen_step": seen}
+
+
+@pytest.mark.parametrize("uses_step, want", [(True, 5.0), (False, -1.0)])
+def test_the_train_step_passes_the_step_to_an_objective_that_asks(uses_step, want):
+    tx = optax.sgd(0.1)
+    params = {"w": jnp.ones(3)}
+    state = TrainState(step=jnp.int32(5), params=params, opt_state=tx.init(params))
+    train_step = jax.jit(make_train_step(tx, _SeesStep(uses_step=uses_step)))
+    new_state, metrics = train_step(state, {"x": jnp.zeros(2)}, jax.random.key(0))
+    assert float(metrics["seen_step"]) == want and int(new_state.step) == 6
 
 
 def test_fixed_masks_need_no_scores(model_and_names):

@@ -7,6 +7,9 @@ An objective is a frozen dataclass (hashable, so jitted steps close over it) wit
     loss_fn.denominators(batch)   # the terms' normalisers for `batch`; parameter-free, so a step computes them
                                   # for the WHOLE batch before splitting it into micro-batches or devices
     loss_fn.finalize(sums)        # summed statistics -> means: {"loss": ..., "mlm_accuracy": ..., ...}
+    loss_fn.uses_step             # optional, default False: True has the train step also pass `step=` (the
+                                  # updates applied so far, traced), for a loss that follows training progress
+                                  # (movement pruning's sparsity schedule, training/pruning.py)
 
 A new objective is a new file under objectives/ that subclasses `Objective`, declares its terms and returns sums;
 the train step (`sslm_jax.training.step`) and evaluation need nothing else.
@@ -28,6 +31,7 @@ class Objective:
     """Mixin for objective dataclasses: `terms` (a tuple or property) in, `loss` and `finalize` out."""
 
     terms: tuple[metrics.LossTerm, ...] = ()
+    uses_step: bool = False
 
     def denominators(self, batch: Batch) -> dict[str, Array]:
         raise NotImplementedError

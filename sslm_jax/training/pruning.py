@@ -13,8 +13,13 @@ open-core way: the loop and the train step learn nothing about pruning):
   - the objective and the eval step see `masked(params)`: each prunable kernel times its mask. Magnitude: a
     constant mask. Movement (Sanh et al., 2020): mask = top-k of |W| + S (per kernel or global), with a
     straight-through gradient dL/dS = dL/dM = (dL/dW') * W, so S grows where the loss wants the weight to grow
-    away from zero. S starts at 0, so step 0 is magnitude pruning and training moves the mask from there.
-    The target sparsity holds from the first step (no cubic schedule: the loss function does not see the step).
+    away from zero. S starts at 0, so ties and the first pruned weights go by magnitude; with Adam, S moves by
+    about the learning rate per step, so after some tens of steps it outweighs |W| (BERT kernels are ~0.02) and
+    the mask follows the movement.
+  - movement's sparsity follows Sanh et al.'s (and Zhu & Gupta's) cubic schedule: nothing is pruned for the
+    first 10 % of the steps (the scores gather movement on the whole network), then the sparsity rises as
+    s * (1 - (1 - t)^3) to the target at 70 % of the steps, and the last 30 % train at the target (recovery).
+    The objective reads the step (`uses_step`, objectives/base.py); evaluation and the saved masks use the target.
 
 The result is the compressed directory of `sslm_jax.inference.compressed_dir`: masked weights (bitmask + kept
 values), masks, per-layer sparsity, and the source run's config, so `sslm eval` reports it on the same split.
@@ -56,15 +61,14 @@ def _set(tree, name: str, value):
     return {**tree, head: _set(tree[head], "/".join(rest), value) if rest else value}
 
 
-def _top_k_masks(scores: dict[str, jax.Array], sparsity: float, scope: str) -> dict[str, jax.Array]:
-    """Keep-masks (float 0/1) of the largest (1 - sparsity) fraction of each score tensor, or of all together."""
+def _top_k_masks(scores: dict[str, jax.Array], sparsity, scope: str) -> dict[str, jax.Array]:
+    """Keep-masks (float 0/1) of the largest (1 - sparsity) fraction of each score tensor, or of all together.
+    `sparsity` may be traced (a schedule's value at the current step)."""
 
     def keep(values, flat):
-        drop = int(sparsity * flat.size)
-        if drop == 0:
-            return jnp.ones_like(values)
-        threshold = jnp.sort(flat)[drop - 1]
-        return (values > threshold).astype(values.dtype)
+        drop = jnp.floor(sparsity * flat.size).astype(jnp.int32)
+        threshold = jnp.sort(flat)[jnp.maximum(drop - 1, 0)]
+        return jnp.where(drop > 0, values > threshold, True).astype(values.dtype)
 
     if scope == "global":
         flat = jnp.concatenate([s.ravel() for s in scores.values()])
@@ -80,20 +84,31 @@ class MaskRule:
     sparsity: float
     scope: str
     fixed: Any = None  # {name: 0/1 array}: magnitude pruning's constant masks; None: movement scores in params
+    steps: int = 0  # movement: the fine-tune's length, for the cubic schedule; 0: the target from the first step
 
-    def masks(self, params) -> dict[str, jax.Array]:
+    def sparsity_at(self, step):
+        """The sparsity at `step` (traced): 0 until 10 % of `steps`, cubic up to the target at 70 %, then flat."""
+        if step is None or not self.steps:
+            return self.sparsity
+        start, end = 0.1 * self.steps, 0.7 * self.steps
+        progress = jnp.clip((step - start) / (end - start), 0.0, 1.0)
+        return self.sparsity * (1.0 - (1.0 - progress) ** 3)
+
+    def masks(self, params, step=None) -> dict[str, jax.Array]:
         if self.fixed is not None:
             return {n: jnp.asarray(m) for n, m in self.fixed.items()}
         kernels = {n: _get(params, n) for n in self.names}
         scores = {n: _get(params[SCORES], n) for n in self.names}
         hard = _top_k_masks(
-            {n: jax.lax.stop_gradient(jnp.abs(kernels[n])) + scores[n] for n in self.names}, self.sparsity, self.scope
+            {n: jax.lax.stop_gradient(jnp.abs(kernels[n])) + scores[n] for n in self.names},
+            self.sparsity_at(step),
+            self.scope,
         )
         # Straight-through: the forward value is the hard mask, the gradient reaches the scores as dL/dM.
         return {n: hard[n] + scores[n] - jax.lax.stop_gradient(scores[n]) for n in self.names}
 
-    def masked(self, params):
-        masks = self.masks(params)
+    def masked(self, params, step=None):
+        masks = self.masks(params, step)
         model_params = {k: v for k, v in params.items() if k != SCORES}
         for n in self.names:
             model_params = _set(model_params, n, _get(model_params, n) * masks[n].astype(_get(model_params, n).dtype))
@@ -143,9 +158,10 @@ class MaskedObjective:
 
     objective: Any
     rule: MaskRule
+    uses_step: bool = True  # the train step passes `step=`: the rule's sparsity schedule reads it
 
-    def __call__(self, params, *args, **kwargs):
-        return self.objective(self.rule.masked(params), *args, **kwargs)
+    def __call__(self, params, *args, step=None, **kwargs):
+        return self.objective(self.rule.masked(params, step), *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.objective, name)
@@ -221,7 +237,7 @@ def prune_run(
     if method == "magnitude":
         fixed = prune.magnitude_masks(loaded.params, names, sparsity, scope=scope)
         fixed = {n: m.astype(np.float32) for n, m in fixed.items()}
-    rule = MaskRule(names=names, sparsity=sparsity, scope=scope, fixed=fixed)
+    rule = MaskRule(names=names, sparsity=sparsity, scope=scope, fixed=fixed, steps=steps if fixed is None else 0)
     work = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.train.", dir=out.parent))
     try:
         trained = _fine_tune(loaded, rule, steps, work)
@@ -231,4 +247,6 @@ def prune_run(
     params = prune.apply_masks({k: v for k, v in trained.items() if k != SCORES}, masks)
     report = prune.per_layer_sparsity(masks)
     record = {"pruning": {"method": method, "scope": scope, "sparsity": sparsity, "steps": steps, "per_layer": report}}
+    if rule.steps:
+        record["pruning"]["schedule"] = "cubic: 0 until 10 % of the steps, the target from 70 %"
     return compressed_dir.write(out, loaded, params, record=record, masks=masks), report

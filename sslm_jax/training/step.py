@@ -69,7 +69,7 @@ def make_train_step(
       tx: the optimizer (e.g. from `optim.make_optimizer`).
       loss_fn: an objective (`sslm_jax.objectives.base`): `loss_fn(params, batch, rng, deterministic=False, *,
         denominators=None) -> (loss, sums)` with `denominators(batch)` and `finalize(sums)`, e.g.
-        `objectives.make_pretraining_loss(...)`.
+        `objectives.make_pretraining_loss(...)`; one whose `uses_step` is True also gets `step=state.step`.
       schedule: the optimizer's learning-rate schedule, reported as `learning_rate`; None omits it.
       grad_accum_steps: micro-batches per step (lax.scan; activations of one micro-batch live at a time). The
         optimizer sees exactly the gradient of the whole batch.
@@ -89,9 +89,10 @@ def make_train_step(
         if axis_name is not None:
             rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
         denominators = _psum(loss_fn.denominators(batch), axis_name)
+        progress = {"step": state.step} if getattr(loss_fn, "uses_step", False) else {}
 
         def grads_and_sums(params, micro_batch, micro_rng):
-            loss_of = lambda p: loss_fn(p, micro_batch, micro_rng, denominators=denominators)  # noqa: E731
+            loss_of = lambda p: loss_fn(p, micro_batch, micro_rng, denominators=denominators, **progress)  # noqa: E731
             return jax.grad(loss_of, has_aux=True)(params)
 
         if grad_accum_steps == 1:
