@@ -169,6 +169,34 @@ def test_fill_mask_on_our_checkpoint_and_its_huggingface_export(pretrained, tmp_
         fill_mask_from(hf_dir, ["nothing to fill"])
 
 
+def test_fill_mask_cli_needs_no_tensorflow_and_agrees_with_the_in_graph_tokenizer(pretrained, tmp_path):
+    """One-shot `sslm fill-mask` tokenizes on the host (HF `tokenizers`), so it runs where TensorFlow cannot be
+    imported, and its predictions are those of the in-graph tokenizer's ids (accents and casing included)."""
+    import os
+    import subprocess
+    import sys
+
+    import _blocked_imports
+    from sslm_jax.inference import fill_mask
+    from sslm_jax.inference.loading import load_model
+
+    (tmp_path / "sitecustomize.py").write_text(
+        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    texts = ["the [MASK] is closed when the file is no longer needed .", "Héllo, THE [MASK] wörld!"]
+    out = subprocess.run([sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    # "  [MASK] 1: file 0.412, list 0.101, , 0.050": tokens hold no space (and may be ",")
+    host = [[token for token, _ in re.findall(r"(\S+) (\d+\.\d{3})(?:, |$)", line.split(": ", 1)[1])]
+            for line in out.stdout.splitlines() if line.startswith("  [MASK]")]  # fmt: skip
+    live = load_model(pretrained)  # the in-graph WordPieceTokenizer
+    assert type(live.tokenizer).__name__ == "WordPieceTokenizer"
+    want = fill_mask.fill_mask(live.model, live.params, live.tokenizer, texts, top_k=3, max_seq_len=live.max_seq_len)
+    assert host == [[token for token, _ in guesses] for row in want for guesses in row]
+
+
 def test_eval_of_a_pretraining_run(pretrained):
     from sslm_jax.training.evaluation import evaluate_checkpoint
 

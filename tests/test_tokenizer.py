@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import normalizers, pre_tokenizers  # noqa: E402
 
 from sslm_jax.data import tokenizer as tokenization  # noqa: E402
+from sslm_jax.data.host_wordpiece import HostWordPiece  # noqa: E402
 from sslm_jax.errors import ConfigError, DataError  # noqa: E402
 
 CASINGS = [pytest.param(True, id="uncased"), pytest.param(False, id="cased")]
@@ -119,7 +120,11 @@ def test_ids_equal_hf_on_every_shared_sentence(shared_vocab, tricky_vocab, share
     vocab = _vocab(vocab_kind, lower_case, shared_vocab, tricky_vocab)
     tok = tokenization.load_tokenizer(vocab, lower_case=lower_case)
     ours = tok.tokenize(shared_sentences).to_list()
-    _assert_same_ids(ours, _hf_ids(vocab, lower_case, shared_sentences), shared_sentences, tok)
+    reference = _hf_ids(vocab, lower_case, shared_sentences)
+    _assert_same_ids(ours, reference, shared_sentences, tok)
+    # The host tokenizer of one-shot inference (no TensorFlow) gives the same ids.
+    host = HostWordPiece(vocab, lower_case=lower_case).encode(shared_sentences)
+    _assert_same_ids(host, reference, shared_sentences, tok)
 
 
 @pytest.mark.parametrize("vocab_kind", ["trained", "tricky"])
@@ -128,7 +133,10 @@ def test_ids_equal_hf_on_adversarial_strings(shared_vocab, tricky_vocab, vocab_k
     vocab = _vocab(vocab_kind, lower_case, shared_vocab, tricky_vocab)
     tok = tokenization.load_tokenizer(vocab, lower_case=lower_case)
     ours = tok.tokenize(ADVERSARIAL).to_list()
-    _assert_same_ids(ours, _hf_ids(vocab, lower_case, ADVERSARIAL), ADVERSARIAL, tok)
+    reference = _hf_ids(vocab, lower_case, ADVERSARIAL)
+    _assert_same_ids(ours, reference, ADVERSARIAL, tok)
+    _assert_same_ids(HostWordPiece(vocab, lower_case=lower_case).encode(ADVERSARIAL), reference, ADVERSARIAL, tok)
+    assert tok.encode(ADVERSARIAL) == ours
     if vocab_kind == "tricky":  # rich enough that the comparison is about normalisation, not [UNK]s
         assert sum(i != tok.unk_id for row in ours for i in row) > 100
 
@@ -311,9 +319,10 @@ def test_missing_vocab_file(tmp_path):
 def test_vocab_missing_a_special_token(tmp_path, missing):
     path = tmp_path / "vocab.txt"
     path.write_text("".join(t + "\n" for t in [*tokenization.SPECIAL_TOKENS, "a", "##b"] if t != missing))
-    with pytest.raises(DataError) as e:
-        tokenization.load_tokenizer(path)
-    assert str(path) in str(e.value) and missing in str(e.value) and "\n" not in str(e.value)
+    for load in (tokenization.load_tokenizer, HostWordPiece):  # both read vocabularies alike (wordpiece_vocab)
+        with pytest.raises(DataError) as e:
+            load(path)
+        assert str(path) in str(e.value) and missing in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -326,8 +335,9 @@ def test_vocab_missing_a_special_token(tmp_path, missing):
 def test_malformed_vocab(tmp_path, content, message):
     path = tmp_path / "vocab.txt"
     path.write_bytes(content.encode())
-    with pytest.raises(DataError, match=message):
-        tokenization.load_tokenizer(path)
+    for load in (tokenization.load_tokenizer, HostWordPiece):
+        with pytest.raises(DataError, match=message):
+            load(path)
 
 
 def test_alphabet_ties_are_broken_by_code_point():

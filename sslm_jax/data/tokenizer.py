@@ -44,14 +44,21 @@ from sslm_jax.data.tf_setup import tf  # before tensorflow_text, which imports T
 
 import tensorflow_text as tf_text  # noqa: E402
 
+from sslm_jax.data.wordpiece_vocab import (  # noqa: E402, F401 (re-exported: this module's public names)
+    BERT_RESERVED_TOKENS,
+    CLS,
+    MASK,
+    MAX_CHARS_PER_WORD,
+    PAD,
+    SEP,
+    SPECIAL_TOKENS,
+    SUFFIX_INDICATOR,
+    UNK,
+    read_vocab,
+    special_ids,
+)
 from sslm_jax.errors import ConfigError, DataError  # noqa: E402
 
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
-# google-research/bert's layout, so checkpoints and vocabularies line up with the published BERT models.
-BERT_RESERVED_TOKENS = (PAD, *(f"[unused{i}]" for i in range(99)), UNK, CLS, SEP, MASK)
-SUFFIX_INDICATOR = "##"
-MAX_CHARS_PER_WORD = 100  # HF's WordPiece `max_input_chars_per_word`: a longer word is a single [UNK].
 MAX_ALPHABET = 1000  # single characters kept by training (HF's BertWordPieceTokenizer and Google's default).
 _NUM_CODE_POINTS = 0x110000
 
@@ -280,22 +287,12 @@ def _compute_char_table(lower_case: bool) -> dict[str, np.ndarray]:
 
 
 def load_tokenizer(vocab_path: str | os.PathLike, *, lower_case: bool = True) -> "WordPieceTokenizer":
-    """Reads a BERT vocab.txt: one token per line, id = line number (lines end in \\n, \\r\\n or \\r, as for HF).
+    """Reads a BERT vocab.txt (`wordpiece_vocab.read_vocab`): one token per line, id = line number.
 
     Raises DataError when the file is missing or unreadable, a special token is missing, a token repeats (HF
     would give it the later id, tf_text the earlier) or a line is empty.
     """
-    path = pathlib.Path(vocab_path)
-    if not path.is_file():
-        raise DataError(f"vocabulary file {path} does not exist (train one with `sslm train-tokenizer`)")
-    try:
-        text = path.read_text(encoding="utf-8")  # text mode turns \r\n and \r into \n, as HF's reader does
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read vocabulary file {path} as UTF-8 text: {e}") from e
-    vocab = text.split("\n")
-    if vocab and vocab[-1] == "":  # the newline that ends the last line
-        vocab.pop()
-    return WordPieceTokenizer(vocab, lower_case=lower_case, vocab_path=path)
+    return WordPieceTokenizer(read_vocab(vocab_path), lower_case=lower_case, vocab_path=vocab_path)
 
 
 class WordPieceTokenizer:
@@ -315,7 +312,7 @@ class WordPieceTokenizer:
         self.lower_case = bool(lower_case)
         self.vocab_path = pathlib.Path(vocab_path) if vocab_path is not None else None
         where = f"vocabulary file {self.vocab_path}" if self.vocab_path else "vocabulary"
-        ids = _validate_vocab(self.vocab, where)
+        ids = special_ids(self.vocab, where)
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (ids[t] for t in SPECIAL_TOKENS)
         self.special_ids = tuple(sorted({self.pad_id, self.cls_id, self.sep_id, self.mask_id}))
 
@@ -361,6 +358,10 @@ class WordPieceTokenizer:
         strings, scalar = _as_vector(strings)
         ids = self._tokenize_words(strings).merge_dims(1, 2)
         return ids[0] if scalar else ids
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Python strings -> WordPiece ids per string (`tokenize` as lists), as `host_wordpiece.HostWordPiece`."""
+        return [list(map(int, row)) for row in self.tokenize(list(texts)).to_list()]
 
     def tokenize_words(self, strings) -> tf.RaggedTensor:
         """Strings [N] -> ids [N, (words), (pieces)] int32, grouped by word (for whole-word masking).
@@ -418,20 +419,6 @@ class WordPieceTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         """Python ids -> text for display, like `detokenize`: ids of ["hello", "una", "##ffa"] -> "hello unaffa"."""
         return " ".join(self.vocab[int(i)] for i in ids).replace(" " + SUFFIX_INDICATOR, "")
-
-
-def _validate_vocab(vocab: list[str], where: str) -> dict[str, int]:
-    ids: dict[str, int] = {}
-    for i, token in enumerate(vocab):
-        if not token:
-            raise DataError(f"{where}: line {i + 1} is empty; every line must hold one token")
-        if token in ids:
-            raise DataError(f"{where}: token {token!r} appears on lines {ids[token] + 1} and {i + 1}")
-        ids[token] = i
-    for token in SPECIAL_TOKENS:
-        if token not in ids:
-            raise DataError(f"{where} has no {token} token; a BERT vocabulary needs {', '.join(SPECIAL_TOKENS)}")
-    return ids
 
 
 def _as_vector(strings) -> tuple[tf.Tensor, bool]:

@@ -28,6 +28,8 @@ class TokenizerKind:
     load: (path of the first file, data_config) -> the tokenizer.
     settings: the `config.data` fields `train` reads; a vocabulary trained into a workdir records them, and a later
       run that asks for other values is refused instead of silently reusing it (training/vocab.py).
+    load_host: like `load`, but a tokenizer for one-shot inference that imports no TensorFlow and offers
+      `encode(texts) -> ids per text` instead of in-graph `tokenize`; None: the kind has none.
     """
 
     name: str
@@ -35,6 +37,11 @@ class TokenizerKind:
     train: Callable[[Any, Any, pathlib.Path], pathlib.Path]
     load: Callable[[os.PathLike, Any], Any]
     settings: tuple[str, ...] = ("vocab_size",)
+    load_host: Callable[[os.PathLike, Any], Any] | None = None
+
+    def load_for(self, path: os.PathLike, data_config, *, host: bool):
+        """`load_host` when `host` is asked for and this kind has one (no TensorFlow import), else `load`."""
+        return (self.load_host if host and self.load_host else self.load)(path, data_config)
 
 
 def _train_wordpiece(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
@@ -51,7 +58,15 @@ def _load_wordpiece(path, data_config):
     return tokenizer.load_tokenizer(path, lower_case=data_config.lower_case)
 
 
-WORDPIECE = TokenizerKind("wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece, ("vocab_size", "lower_case"))
+def _load_host_wordpiece(path, data_config):
+    from sslm_jax.data import host_wordpiece
+
+    return host_wordpiece.HostWordPiece(path, lower_case=data_config.lower_case)
+
+
+WORDPIECE = TokenizerKind(
+    "wordpiece", ("vocab.txt",), _train_wordpiece, _load_wordpiece, ("vocab_size", "lower_case"), _load_host_wordpiece
+)
 
 
 def _train_bpe(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:

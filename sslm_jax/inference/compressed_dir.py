@@ -190,8 +190,9 @@ def _decode(arrays, encodings: Mapping[str, dict]) -> tuple[dict, dict[str, np.n
     return params, masks
 
 
-def load(path: str | os.PathLike) -> LoadedModel:
-    """A compressed directory as a LoadedModel (`kind="compressed"`); its masks are in `compression["masks"]`."""
+def load(path: str | os.PathLike, *, host_tokenizer: bool = False) -> LoadedModel:
+    """A compressed directory as a LoadedModel (`kind="compressed"`); its masks are in `compression["masks"]`.
+    host_tokenizer: as for `loading.load_model`."""
     from sslm_jax.data import tokenizers
 
     path = pathlib.Path(path)
@@ -215,7 +216,7 @@ def load(path: str | os.PathLike) -> LoadedModel:
     tok_info = described["tokenizer"]
     kind = tokenizers.get(tok_info["kind"])
     vocab_path = path / VOCAB / kind.files[0]
-    tok = kind.load(vocab_path, types.SimpleNamespace(lower_case=tok_info["lower_case"]))
+    tok = kind.load_for(vocab_path, types.SimpleNamespace(lower_case=tok_info["lower_case"]), host=host_tokenizer)
     run_config = None
     if (path / RUN_CONFIG).is_file():
         run_config = ml_collections.ConfigDict(json.loads((path / RUN_CONFIG).read_text()))

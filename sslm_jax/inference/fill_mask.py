@@ -27,7 +27,7 @@ def encode_with_masks(tokenizer, text: str, max_seq_len: int) -> list[int]:
     parts = text.split(MASK_TOKEN)
     if len(parts) == 1:
         raise SslmError(f"no {MASK_TOKEN} in {shown(text)}: mark the word(s) to predict with {MASK_TOKEN}")
-    pieces = [np.asarray(ids).tolist() for ids in tokenizer.tokenize(parts).to_list()]
+    pieces = tokenizer.encode(parts)
     ids = [tokenizer.cls_id]
     for i, part_ids in enumerate(pieces):
         ids += part_ids
@@ -71,7 +71,7 @@ def fill_mask_from(path, texts: list[str], *, top_k: int = 5):
         raise SslmError(f"no text given: pass one or more sentences with {MASK_TOKEN}")
     if top_k < 1:
         raise SslmError(f"top_k={top_k} must be at least 1")
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # WordPiece without TensorFlow: a one-shot call's import cost
     if loaded.head not in MASKED_LM_HEADS:
         raise SslmError(
             f"{loaded.path} holds a {loaded.head} model, which has no masked-LM head: use a BERT or ELECTRA "

@@ -75,29 +75,32 @@ def family_name(loaded: LoadedModel) -> str:
     return "gpt" if loaded.head == "causal_lm" else "bert"
 
 
-def load_model(path: str | os.PathLike) -> LoadedModel:
+def load_model(path: str | os.PathLike, *, host_tokenizer: bool = False) -> LoadedModel:
     """The model at `path`: an sslm workdir (its latest checkpoint), `checkpoints/<step>`, a Hugging Face BERT,
     ELECTRA or GPT-2 directory, or a directory written by `sslm quantize` / `sslm prune`. CheckpointError (one line)
-    when `path` is none of these or is incomplete."""
+    when `path` is none of these or is incomplete.
+
+    host_tokenizer: give the tokenizer kind's TF-free host tokenizer (`TokenizerKind.load_host`: `encode(texts)`,
+    no in-graph `tokenize`) where it has one, so that one-shot inference does not import TensorFlow."""
     path = pathlib.Path(path)
     if not path.exists():
         raise CheckpointError(f"{path} does not exist: give an sslm workdir or a Hugging Face model directory")
     if (path / "compressed.json").is_file():  # `sslm quantize` / `sslm prune` output
         from sslm_jax.inference import compressed_dir
 
-        return compressed_dir.load(path)
+        return compressed_dir.load(path, host_tokenizer=host_tokenizer)
     step_dir = layout.latest_checkpoint(path)
     if step_dir is not None:
-        return _load_sslm(pathlib.Path(os.fspath(step_dir)))
+        return _load_sslm(pathlib.Path(os.fspath(step_dir)), host_tokenizer)
     if (path / huggingface.CONFIG_FILE).is_file():
-        return _load_huggingface(path)
+        return _load_huggingface(path, host_tokenizer)
     raise CheckpointError(
         f"{path} holds no sslm checkpoint (checkpoints/<step>) and no Hugging Face config.json: point at a training "
         f"run's workdir or at an exported model directory"
     )
 
 
-def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
+def _load_sslm(step_dir: pathlib.Path, host_tokenizer: bool) -> LoadedModel:
     from sslm_jax.data import tokenizers
 
     run_config = layout.load_config(step_dir)
@@ -106,7 +109,7 @@ def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
         raise CheckpointError(f"{step_dir}: its config records model.head={head!r}, none of {', '.join(family.heads)}")
     kind = tokenizers.get(run_config.data.tokenizer)
     vocab_path = pathlib.Path(os.fspath(layout.vocab_dir(step_dir))) / kind.files[0]
-    tok = kind.load(vocab_path, run_config.data)
+    tok = kind.load_for(vocab_path, run_config.data, host=host_tokenizer)
     model_config = family.config_for(run_config.model, tok.vocab_size)
     label_names: tuple[str, ...] = ()
     num_labels = 2
@@ -143,15 +146,15 @@ def _load_sslm(step_dir: pathlib.Path) -> LoadedModel:
     )
 
 
-def _load_huggingface(directory: pathlib.Path) -> LoadedModel:
+def _load_huggingface(directory: pathlib.Path, host_tokenizer: bool) -> LoadedModel:
     model_type = _read_json(directory / huggingface.CONFIG_FILE).get("model_type")
     if model_type == "gpt2":
         return _load_hf_gpt2(directory)
     if model_type == "electra":
         from sslm_jax.interop import hf_electra
 
-        return _load_hf_wordpiece(directory, hf_electra)
-    return _load_hf_wordpiece(directory, huggingface)
+        return _load_hf_wordpiece(directory, hf_electra, host_tokenizer)
+    return _load_hf_wordpiece(directory, huggingface, host_tokenizer)
 
 
 def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
@@ -180,9 +183,11 @@ def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
     )
 
 
-def _load_hf_wordpiece(directory: pathlib.Path, interop) -> LoadedModel:
+def _load_hf_wordpiece(directory: pathlib.Path, interop, host_tokenizer: bool) -> LoadedModel:
     """A Hugging Face BERT or ELECTRA directory, `interop` being its torch-free reader (`sslm_jax.interop`)."""
-    from sslm_jax.data import tokenizer as tokenizer_lib
+    import types
+
+    from sslm_jax.data import tokenizers
 
     model_config, params = interop.load_checkpoint(directory)
     head = interop.head_of(params)
@@ -192,7 +197,8 @@ def _load_hf_wordpiece(directory: pathlib.Path, interop) -> LoadedModel:
     vocab_path = directory / "vocab.txt"
     if not vocab_path.is_file():
         raise CheckpointError(f"{directory}: no vocab.txt beside config.json; its WordPiece vocabulary is needed")
-    tok = tokenizer_lib.load_tokenizer(vocab_path, lower_case=bool(tokenizer_config.get("do_lower_case", True)))
+    casing = types.SimpleNamespace(lower_case=bool(tokenizer_config.get("do_lower_case", True)))
+    tok = tokenizers.get("wordpiece").load_for(vocab_path, casing, host=host_tokenizer)
     label_names: tuple[str, ...] = ()
     is_regression = head == "classification" and (
         num_labels == 1 or hf_config.get("problem_type") == "regression"
