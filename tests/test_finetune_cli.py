@@ -79,10 +79,31 @@ def finetuned(pretrained, data, tmp_path_factory):
     return workdir
 
 
+def _without_tensorflow(folder: pathlib.Path) -> dict[str, str]:
+    """The environment of a subprocess that cannot import TensorFlow (a sitecustomize.py in `folder` blocks it)."""
+    import os
+
+    import _blocked_imports
+
+    (folder / "sitecustomize.py").write_text(
+        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
+    )
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+
+
 @pytest.fixture(scope="module")
-def predictions(finetuned, data):
+def predictions(finetuned, data, tmp_path_factory):
+    """`sslm predict` in a process that cannot import TensorFlow (one-shot inference tokenizes on the host); the
+    tests below hold its output to `sslm eval` (the in-graph pipeline) and to transformers."""
+    import subprocess
+    import sys
+
     output = data["folder"] / "predictions.jsonl"
-    out = sslm("predict", f"--workdir={finetuned}", f"--input={data['dev']}", f"--output={output}")
+    env = _without_tensorflow(tmp_path_factory.mktemp("no_tf"))
+    out = subprocess.run([sys.executable, "-m", "sslm_jax", "predict", f"--workdir={finetuned}",
+                          f"--input={data['dev']}", f"--output={output}"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
     assert f"wrote {DEV_ROWS} predictions" in out.stdout
     return [json.loads(line) for line in output.read_text().splitlines()]
 
@@ -172,18 +193,13 @@ def test_fill_mask_on_our_checkpoint_and_its_huggingface_export(pretrained, tmp_
 def test_fill_mask_cli_needs_no_tensorflow_and_agrees_with_the_in_graph_tokenizer(pretrained, tmp_path):
     """One-shot `sslm fill-mask` tokenizes on the host (HF `tokenizers`), so it runs where TensorFlow cannot be
     imported, and its predictions are those of the in-graph tokenizer's ids (accents and casing included)."""
-    import os
     import subprocess
     import sys
 
-    import _blocked_imports
     from sslm_jax.inference import fill_mask
     from sslm_jax.inference.loading import load_model
 
-    (tmp_path / "sitecustomize.py").write_text(
-        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    env = _without_tensorflow(tmp_path)
     texts = ["the [MASK] is closed when the file is no longer needed .", "Héllo, THE [MASK] wörld!"]
     out = subprocess.run([sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts],
                          cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)  # fmt: skip

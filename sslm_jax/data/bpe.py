@@ -218,6 +218,10 @@ class BPETokenizer:
         tokenize = self._tokenize if tf.executing_eagerly() else self._tokenize_vector
         return tokenize(strings[tf.newaxis])[0] if strings.shape.rank == 0 else tokenize(strings)
 
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Python strings -> BPE ids per string (`tokenize` as lists): the host-side call every tokenizer offers."""
+        return [list(map(int, row)) for row in self.tokenize(list(texts)).to_list()]
+
     def split_words(self, strings) -> tf.RaggedTensor:
         """Strings [N] -> GPT-2's pre-tokenised words [N, (words)] (bytes, "<|endoftext|>" pieces dropped).
 

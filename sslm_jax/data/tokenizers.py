@@ -4,7 +4,9 @@
     path = kind.train(documents, data_config, out_dir)   # writes kind.files into out_dir; returns the first
     tok = kind.load(path, data_config)                    # tok.tokenize(strings) -> ragged ids; tok.files
 
-Every loaded tokenizer offers `tokenize`, `vocab_size`, `pad_id` and `files` ({name: path}, what a checkpoint copies).
+Every loaded tokenizer offers `tokenize` (in-graph), `encode` (Python strings -> ids per string), `decode`,
+`vocab_size`, `pad_id` and `files` ({name: path}, what a checkpoint copies). A kind's `load_host` tokenizer (no
+TensorFlow, for one-shot inference) offers all of these but `tokenize`.
 A new kind is a module that builds a `TokenizerKind` and one line in BUILTIN.
 """
 

@@ -51,7 +51,7 @@ def predict_file(
         directory: "text").
       batch_size: examples per forward pass.
     """
-    loaded = load_model(model_path)
+    loaded = load_model(model_path, host_tokenizer=True)  # WordPiece without TensorFlow: a one-shot call's import cost
     _check_classifier(loaded)
     fields = _text_fields(loaded, text_fields)
     examples = read_examples(input_path, text_fields=fields)
@@ -88,25 +88,47 @@ def predict(loaded: LoadedModel, examples: Sequence[Example], *, batch_size: int
 
 def encode(loaded: LoadedModel, examples: Sequence[Example]) -> dict[str, np.ndarray]:
     """input_ids, attention_mask, token_type_ids: int32 [N, max_seq_len] for examples that are all single texts or
-    all sentence pairs, packed as fine-tuning packs them (also what `sslm serve` feeds its classifier)."""
-    from sslm_jax.data import finetuning  # TensorFlow (hidden from accelerators) only when texts are encoded
+    all sentence pairs, packed as fine-tuning packs them (also what `sslm serve` feeds its classifier).
 
-    import tensorflow as tf
-
+    The tokenizer's `encode` (the in-graph WordPiece's, or the TF-free host one of `load_model(...,
+    host_tokenizer=True)`) gives the ids; `pack` lays them out as `data.finetuning.pack_inputs` does in-graph
+    (tests/test_classify_pack.py checks the two agree)."""
     widths = {len(e) for e in examples}
     if len(widths) != 1 or not widths <= {1, 2}:
         raise SslmError(f"examples must all be single texts or all sentence pairs; got widths {sorted(widths)}")
     tok = loaded.tokenizer
-    columns = [[e[i] for e in examples] for i in range(len(examples[0]))]
-    inputs = finetuning.pack_inputs(
-        tok.tokenize(tf.constant(columns[0])),
-        tok.tokenize(tf.constant(columns[1])) if len(columns) == 2 else None,
-        max_seq_len=loaded.max_seq_len,
-        cls_id=tok.cls_id,
-        sep_id=tok.sep_id,
-        pad_id=tok.pad_id,
-    )
-    return {k: v.numpy() for k, v in inputs.items()}
+    columns = [tok.encode([e[i] for e in examples]) for i in range(len(examples[0]))]
+    return pack(*columns, max_seq_len=loaded.max_seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
+
+
+def pack(ids_a, ids_b=None, *, max_seq_len: int, cls_id: int, sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
+    """[CLS] a [SEP] (b [SEP]) per row, cut longest-first to `max_seq_len`, padded: numpy int32 [N, max_seq_len].
+
+    The host twin of `data.finetuning.pack_inputs` (same example there): a pair keeps, of its shorter segment,
+    min(its length, max(budget - the longer's length, budget // 2)) tokens and the rest of the longer, budget being
+    max_seq_len - 3; a single text keeps max_seq_len - 2.
+    """
+    rows = len(ids_a)
+    out = {k: np.zeros((rows, max_seq_len), np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    out["input_ids"][:] = pad_id
+    for row in range(rows):
+        a = list(ids_a[row])
+        if ids_b is None:
+            ids, types = [cls_id, *a[: max_seq_len - 2], sep_id], None
+        else:
+            b = list(ids_b[row])
+            budget = max_seq_len - 3
+            shorter, longer = sorted((len(a), len(b)))
+            keep_shorter = min(shorter, max(budget - longer, budget // 2))
+            keep_longer = min(longer, budget - keep_shorter)
+            na, nb = (keep_longer, keep_shorter) if len(a) > len(b) else (keep_shorter, keep_longer)
+            ids = [cls_id, *a[:na], sep_id, *b[:nb], sep_id]
+            types = [0] * (na + 2) + [1] * (nb + 1)
+        out["input_ids"][row, : len(ids)] = ids
+        out["attention_mask"][row, : len(ids)] = 1
+        if types is not None:
+            out["token_type_ids"][row, : len(types)] = types
+    return out
 
 
 def records(loaded: LoadedModel, examples: Sequence[Example], outputs: np.ndarray) -> list[dict]:

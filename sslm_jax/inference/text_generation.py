@@ -24,7 +24,7 @@ from sslm_jax.inference.loading import load_model
 def encode_prompts(tokenizer, prompts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded ids [B, longest] and lengths [B]; an empty prompt becomes the end-of-text id (a document
     start), as in GPT-2's unconditional samples."""
-    ids = [list(np.asarray(row)) or [tokenizer.eot_id] for row in tokenizer.tokenize(list(prompts)).to_list()]
+    ids = [row or [tokenizer.eot_id] for row in tokenizer.encode(list(prompts))]
     lengths = np.array([len(row) for row in ids], np.int32)
     out = np.zeros((len(ids), int(lengths.max())), np.int32)
     for i, row in enumerate(ids):
