@@ -62,6 +62,30 @@ def test_routes_narrows_what_is_served(classifier):
         create_app(loaded.path, routes=["generate"])
 
 
+def test_a_service_of_wordpiece_models_needs_no_tensorflow(classifier, masked_lm, tmp_path):
+    """A WordPiece model's service tokenizes on the host: it starts and answers where TensorFlow cannot be imported."""
+    import os
+    import subprocess
+    import sys
+
+    import _blocked_imports
+
+    (tmp_path / "sitecustomize.py").write_text(_blocked_imports.source(("tensorflow", "tensorflow_text")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import sys\n"
+        "from sslm_jax.inference.service import create_app\n"
+        "for path in sys.argv[1:]:\n"
+        "    runners = create_app(path).state.service.backend.runners\n"
+        "    print(sorted(runners))\n"
+        "print('tensorflow' in sys.modules)\n"
+    )
+    paths = [str(classifier[1].path), str(masked_lm[1].path)]
+    out = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split()[-1] == "False" and "'classify'" in out.stdout and "'fill-mask'" in out.stdout
+
+
 def test_classify_equals_the_library(classifier):
     server, loaded, _ = classifier
     status, body = post(server, "classify", {"texts": TEXTS})
