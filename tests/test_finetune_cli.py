@@ -169,48 +169,42 @@ def test_exported_classifier_predicts_the_same_in_transformers(torch, exported, 
     assert [model.config.id2label[i] for i in probs.argmax(-1)] == [p["label"] for p in predictions]
 
 
-def test_fill_mask_on_our_checkpoint_and_its_huggingface_export(pretrained, tmp_path):
-    from sslm_jax.inference.export import export_hf
-    from sslm_jax.inference.fill_mask import fill_mask_from
+def test_fill_mask_cli_needs_no_tensorflow_and_equals_the_in_graph_tokenizer_and_the_hf_export(pretrained, tmp_path):
+    """One-shot `sslm fill-mask` tokenizes on the host (HF `tokenizers`): it runs where TensorFlow cannot be
+    imported, and its guesses are those of the in-graph tokenizer's ids (accents and casing included); the model
+    exported for Hugging Face gives the same guesses and probabilities."""
+    import subprocess
+    import sys
 
-    out = sslm("fill-mask", f"--workdir={pretrained}", "--top-k=3", "the [MASK] is closed .", "a [MASK] of [MASK] .")
+    from sslm_jax.inference import fill_mask
+    from sslm_jax.inference.export import export_hf
+    from sslm_jax.inference.loading import load_model
+
+    texts = ["the [MASK] is closed .", "a [MASK] of [MASK] .", "Héllo, THE [MASK] wörld!"]
+    command = [sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=_without_tensorflow(tmp_path))
+    assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
-    assert lines[0] == "the [MASK] is closed ." and lines[2] == "a [MASK] of [MASK] ."
-    assert [line.split(":")[0] for line in lines[1:2] + lines[3:]] == ["  [MASK] 1", "  [MASK] 1", "  [MASK] 2"]
-    assert all(len(line.split(": ", 1)[1].split(", ")) == 3 for line in lines if line.startswith("  "))
+    assert [lines[0], lines[2], lines[5]] == texts
+    assert [line.split(":")[0] for line in lines if line.startswith("  ")] == ["  [MASK] 1", "  [MASK] 1", "  [MASK] 2",
+                                                                               "  [MASK] 1"]  # fmt: skip
+    # "  [MASK] 1: file 0.412, list 0.101, , 0.050": tokens hold no space (and may be ",")
+    host = [[token for token, _ in re.findall(r"(\S+) (\d+\.\d{3})(?:, |$)", line.split(": ", 1)[1])]
+            for line in lines if line.startswith("  [MASK]")]  # fmt: skip
+    live = load_model(pretrained)  # the in-graph WordPieceTokenizer
+    assert type(live.tokenizer).__name__ == "WordPieceTokenizer"
+    want = fill_mask.fill_mask(live.model, live.params, live.tokenizer, texts, top_k=3, max_seq_len=live.max_seq_len)
+    assert host == [[token for token, _ in guesses] for row in want for guesses in row]
 
     hf_dir = export_hf(pretrained, tmp_path / "hf")
     texts = ["the [MASK] is closed .", "return the [MASK] ."]
-    ours, theirs = fill_mask_from(pretrained, texts, top_k=4), fill_mask_from(hf_dir, texts, top_k=4)
+    ours, theirs = fill_mask.fill_mask_from(pretrained, texts, top_k=4), fill_mask.fill_mask_from(hf_dir, texts, top_k=4)
     for a, b in zip(ours, theirs):
         for mask_a, mask_b in zip(a, b):
             assert [t for t, _ in mask_a] == [t for t, _ in mask_b]
             np.testing.assert_allclose([p for _, p in mask_a], [p for _, p in mask_b], atol=1e-6)
     with pytest.raises(SslmError, match=r"no \[MASK\] in"):
-        fill_mask_from(hf_dir, ["nothing to fill"])
-
-
-def test_fill_mask_cli_needs_no_tensorflow_and_agrees_with_the_in_graph_tokenizer(pretrained, tmp_path):
-    """One-shot `sslm fill-mask` tokenizes on the host (HF `tokenizers`), so it runs where TensorFlow cannot be
-    imported, and its predictions are those of the in-graph tokenizer's ids (accents and casing included)."""
-    import subprocess
-    import sys
-
-    from sslm_jax.inference import fill_mask
-    from sslm_jax.inference.loading import load_model
-
-    env = _without_tensorflow(tmp_path)
-    texts = ["the [MASK] is closed when the file is no longer needed .", "Héllo, THE [MASK] wörld!"]
-    out = subprocess.run([sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    # "  [MASK] 1: file 0.412, list 0.101, , 0.050": tokens hold no space (and may be ",")
-    host = [[token for token, _ in re.findall(r"(\S+) (\d+\.\d{3})(?:, |$)", line.split(": ", 1)[1])]
-            for line in out.stdout.splitlines() if line.startswith("  [MASK]")]  # fmt: skip
-    live = load_model(pretrained)  # the in-graph WordPieceTokenizer
-    assert type(live.tokenizer).__name__ == "WordPieceTokenizer"
-    want = fill_mask.fill_mask(live.model, live.params, live.tokenizer, texts, top_k=3, max_seq_len=live.max_seq_len)
-    assert host == [[token for token, _ in guesses] for row in want for guesses in row]
+        fill_mask.fill_mask_from(hf_dir, ["nothing to fill"])
 
 
 def test_eval_of_a_pretraining_run(pretrained):
