@@ -182,7 +182,8 @@ def test_fill_mask_cli_needs_no_tensorflow_and_equals_the_in_graph_tokenizer_and
 
     texts = ["the [MASK] is closed .", "a [MASK] of [MASK] .", "Héllo, THE [MASK] wörld!"]
     command = [sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=_without_tensorflow(tmp_path))
+    env = _without_tensorflow(tmp_path)
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
     assert [lines[0], lines[2], lines[5]] == texts
@@ -198,7 +199,8 @@ def test_fill_mask_cli_needs_no_tensorflow_and_equals_the_in_graph_tokenizer_and
 
     hf_dir = export_hf(pretrained, tmp_path / "hf")
     texts = ["the [MASK] is closed .", "return the [MASK] ."]
-    ours, theirs = fill_mask.fill_mask_from(pretrained, texts, top_k=4), fill_mask.fill_mask_from(hf_dir, texts, top_k=4)
+    ours = fill_mask.fill_mask_from(pretrained, texts, top_k=4)
+    theirs = fill_mask.fill_mask_from(hf_dir, texts, top_k=4)
     for a, b in zip(ours, theirs):
         for mask_a, mask_b in zip(a, b):
             assert [t for t, _ in mask_a] == [t for t, _ in mask_b]

@@ -21,7 +21,8 @@ Anything that cannot be read (a missing or corrupt file, another format version,
 calling convention this jax does not run) raises `PortableError` with one line naming the file and the reason.
 
 This module imports only the standard library, numpy, jax, `sslm_jax.errors` and `sslm_jax.inference.sampling`
-(tests/test_portable.py checks `sys.modules` in a fresh process), so a serving process does not pay for (or depend on) the training code.
+(tests/test_portable.py checks `sys.modules` in a fresh process), so a serving process does not pay for (or depend
+on) the training code.
 """
 
 from __future__ import annotations
