@@ -30,7 +30,13 @@ def bench():
 def test_configs_validate_and_differ_only_in_the_objective(variant):
     config = objectives.get_config(variant)
     validation.validate(config)
-    if variant.startswith("pretrain"):
+    base = objectives.CALIBRATED_AS.get(variant.partition(",")[2])
+    if base:  # a learning-rate variant: its base objective's config but for the rate
+        other = objectives.get_config(f"pretrain,{base}")
+        assert config.learning_rate != other.learning_rate
+        other.learning_rate = config.learning_rate
+        assert config.to_dict() == other.to_dict()
+    elif variant.startswith("pretrain"):
         reference = objectives.get_config("pretrain,mlm_token")
         for field in ("max_seq_len", "batch_size", "learning_rate", "vocab_size", "train_files", "segment_attention"):
             section = config.data if field in config.data else config
