@@ -23,6 +23,7 @@ from sslm_jax.data.wordpiece_vocab import (
     SPECIAL_TOKENS,
     SUFFIX_INDICATOR,
     UNK,
+    join_pieces,
     read_vocab,
     special_ids,
 )
@@ -72,4 +73,4 @@ class HostWordPiece:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Ids -> text for display, "##" pieces glued to the previous piece (as `WordPieceTokenizer.decode`)."""
-        return " ".join(self.vocab[int(i)] for i in ids).replace(" " + SUFFIX_INDICATOR, "")
+        return join_pieces(self.vocab, ids)

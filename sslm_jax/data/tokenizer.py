@@ -54,6 +54,7 @@ from sslm_jax.data.wordpiece_vocab import (  # noqa: E402, F401 (re-exported: th
     SPECIAL_TOKENS,
     SUFFIX_INDICATOR,
     UNK,
+    join_pieces,
     read_vocab,
     special_ids,
 )
@@ -418,7 +419,7 @@ class WordPieceTokenizer:
 
     def decode(self, ids: Iterable[int]) -> str:
         """Python ids -> text for display, like `detokenize`: ids of ["hello", "una", "##ffa"] -> "hello unaffa"."""
-        return " ".join(self.vocab[int(i)] for i in ids).replace(" " + SUFFIX_INDICATOR, "")
+        return join_pieces(self.vocab, ids)
 
 
 def _as_vector(strings) -> tuple[tf.Tensor, bool]:

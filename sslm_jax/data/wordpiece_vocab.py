@@ -3,12 +3,14 @@
 
     vocab = read_vocab("vocab/vocab.txt")        # ["[PAD]", "[unused0]", ..., "[UNK]", "[CLS]", ...]
     ids = special_ids(vocab, "vocab/vocab.txt")  # {"[PAD]": 0, "[UNK]": 100, ...}; DataError if one is missing
+    join_pieces(vocab, [7592, 2088])             # "hello world" (bert-base-uncased): how ids are shown
 """
 
 from __future__ import annotations
 
 import os
 import pathlib
+from typing import Iterable
 
 from sslm_jax.errors import DataError
 
@@ -52,3 +54,9 @@ def special_ids(vocab: list[str], where: str) -> dict[str, int]:
         if token not in ids:
             raise DataError(f"{where} has no {token} token; a BERT vocabulary needs {', '.join(SPECIAL_TOKENS)}")
     return ids
+
+
+def join_pieces(vocab: list[str], ids: Iterable[int]) -> str:
+    """Ids -> text for display, "##" pieces glued to the previous piece: ids of ["hello", "una", "##ffa"] ->
+    "hello unaffa". The `decode` of both WordPiece tokenizers (in-graph and host)."""
+    return " ".join(vocab[int(i)] for i in ids).replace(" " + SUFFIX_INDICATOR, "")
