@@ -8,9 +8,10 @@ Resuming a workdir with changed settings (`sslm_jax/training/resume_settings.py`
 - [applied] from the resumed step on, with a log line "Resuming with a changed setting: total_steps: 6 -> 12":
   total_steps (and so where the learning-rate schedule ends), log/eval/checkpoint cadences, eval_steps,
   keep_checkpoints, the optimizer's hyperparameters (learning_rate, warmup_steps, lr_schedule, weight_decay, adam_*,
-  max_grad_norm, disc_weight), the layout of the same computation (parallelism, mesh_shape, distributed,
-  grad_accum_steps, model.dtype, model.remat, model.attention_implementation, dropout rates), end-of-run examples,
-  and init_from / data.vocab_path / data.tfds_data_dir / data.metrics (not read on resume, or checked separately).
+  max_grad_norm, disc_weight, replacement_temperature), the layout of the same computation (parallelism,
+  mesh_shape, distributed, grad_accum_steps, model.dtype, model.remat, model.attention_implementation, dropout
+  rates), end-of-run examples, and init_from / data.vocab_path / data.tfds_data_dir / data.metrics (not read on
+  resume, or checked separately).
 - [refused] with one line naming the field and both values, before anything is written: task, seed, batch_size,
   optimizer, every other data.* field (max_seq_len, masking, sources, vocab_size, ...: the saved data position belongs
   to the old pipeline) and every other model.* field (the shape of the train state).
@@ -100,6 +101,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.adam_eps = 1e-6
     c.max_grad_norm = 1.0  # global-norm clipping; 0 disables.
     c.disc_weight = 50.0  # ELECTRA: weight of the replaced-token-detection loss next to the generator's MLM loss.
+    # ELECTRA: the generator's softmax temperature when sampling replacements (the paper's 1; above 1 is closer to
+    # uniform noise, easier to detect: see objectives/electra.py).
+    c.replacement_temperature = 1.0
 
     # --- Parallelism ----------------------------------------------------------------------------------------
     c.parallelism = "jit"  # "jit" (sharded jit on a mesh) | "pmap" (data parallel only).

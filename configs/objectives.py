@@ -9,6 +9,8 @@ Variants:
     pretrain,electra_lr5e-4                                      the same at ELECTRA-Small's learning rate, 5e-4 (at
                                                                  the shared 2e-3 its discriminator calls every token
                                                                  original; BENCHMARKS.md, "ELECTRA demo")
+    pretrain,electra_lr5e-4_t4                                   and replacements sampled at temperature 4 (at 1 the
+                                                                 discriminator barely leaves "all original")
     finetune                                                     a classifier on 1,000 SST-2 rows (`model.pooling`
                                                                  cls or mean), scored on SST-2 dev
 
@@ -21,31 +23,37 @@ Hardware: 2 CPU cores. Runtime and results: BENCHMARKS.md.
 
 from configs import sst2_lift
 
-OBJECTIVES = ("mlm_token", "mlm_word", "mlm_span", "electra", "electra_lr5e-4")
-# A learning rate changes no arithmetic: such a variant's CPU seconds per step are its base objective's (the bench
-# reuses that calibration instead of measuring the same program again).
-CALIBRATED_AS = {"electra_lr5e-4": "electra"}
+# What each pretraining variant changes in configs/sst2_lift.py's pretraining config: the objective, and for ELECTRA
+# variants the learning rate or the replacements' sampling temperature.
+_ELECTRA = {"task": "electra", "model.family": "electra", "disc_weight": 50.0}
+VARIANTS: dict[str, dict] = {
+    "mlm_token": {"data.masking": "token"},
+    "mlm_word": {"data.masking": "word"},
+    "mlm_span": {"data.masking": "span"},
+    "electra": _ELECTRA,
+    "electra_lr5e-4": {**_ELECTRA, "learning_rate": 5e-4},
+    "electra_lr5e-4_t4": {**_ELECTRA, "learning_rate": 5e-4, "replacement_temperature": 4.0},
+}
+OBJECTIVES = tuple(VARIANTS)
+# A learning rate or a sampling temperature changes no arithmetic: such a variant's CPU seconds per step are its base
+# objective's (the bench reuses that calibration instead of measuring the same program again).
+CALIBRATED_AS = {"electra_lr5e-4": "electra", "electra_lr5e-4_t4": "electra"}
 
 
 def get_config(arg: str | None = None):
     kind, _, objective = (arg or "").partition(",")
     if kind == "finetune" and not objective:
         return sst2_lift.get_config("finetune")
-    if kind != "pretrain" or objective not in OBJECTIVES:
+    if kind != "pretrain" or objective not in VARIANTS:
         raise ValueError(
             f"configs/objectives.py:{arg or ''} - use 'finetune' or 'pretrain,OBJECTIVE' with OBJECTIVE one of "
             f"{', '.join(OBJECTIVES)}"
         )
     c = sst2_lift.get_config("pretrain")
     c.data.masking = "token"
-    if objective.startswith("mlm_"):
-        c.data.masking = objective.removeprefix("mlm_")
-    else:
-        c.task = "electra"
-        c.model.family = "electra"
-        c.disc_weight = 50.0
-        if objective == "electra_lr5e-4":
-            c.learning_rate = 5e-4
+    for field, value in VARIANTS[objective].items():
+        section, _, name = field.rpartition(".")
+        setattr(c[section] if section else c, name, value)
     c.fill_mask_examples = ()
     c.keep_checkpoints = 10
     return c

@@ -31,10 +31,11 @@ def test_configs_validate_and_differ_only_in_the_objective(variant):
     config = objectives.get_config(variant)
     validation.validate(config)
     base = objectives.CALIBRATED_AS.get(variant.partition(",")[2])
-    if base:  # a learning-rate variant: its base objective's config but for the rate
+    if base:  # a learning-rate or temperature variant: its base objective's config but for those (same arithmetic)
         other = objectives.get_config(f"pretrain,{base}")
         assert config.learning_rate != other.learning_rate
-        other.learning_rate = config.learning_rate
+        for field in ("learning_rate", "replacement_temperature"):
+            other[field] = config[field]
         assert config.to_dict() == other.to_dict()
     elif variant.startswith("pretrain"):
         reference = objectives.get_config("pretrain,mlm_token")

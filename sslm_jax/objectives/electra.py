@@ -12,9 +12,12 @@ Decisions on the details that matter (Clark et al. 2020; google-research/electra
 reproduction's list), each explicit here:
 - Loss: generator MLM mean + `disc_weight` (50, the paper's λ) × RTD mean over every real token, each term a sum
   over the whole step's batch divided once (exact under micro-batches and devices, like every objective here).
-- Sampling: replacements come from the generator's softmax at temperature 1, drawn with the Gumbel-max trick
-  under `stop_gradient` (the discriminator's loss never flows into the generator, as in the paper: no GAN-style
+- Sampling: replacements come from the generator's softmax at `temperature` (default 1, the paper's and the
+  original code's `temperature`), drawn with the Gumbel-max trick under `stop_gradient` (the discriminator's loss never flows into the generator, as in the paper: no GAN-style
   backpropagation through sampling). The [MASK] token itself cannot be sampled (electra's `disallow_from_mask`).
+  A temperature above 1 flattens the generator's distribution towards uniform, so replacements are easier to tell
+  apart: at tiny scale and a few hundred steps, at temperature 1 the discriminator stays at "all original" (its
+  replacements are near-unigram draws of frequent tokens), while at 4 it learns (BENCHMARKS.md, "ELECTRA demo").
 - Labels: a position is "replaced" iff the sampled token differs from the original; a correct guess counts as
   original (the paper's rule), so the labels are decided after sampling.
 - The discriminator sees the original sequence with the masked positions replaced by the samples: the 80/10/10
@@ -51,9 +54,10 @@ def original_ids(batch: Batch) -> Array:
     return ids.at[rows, batch["masked_positions"]].set(restored.astype(ids.dtype))
 
 
-def gumbel_sample(logits: Array, rng: Array, *, forbidden: int | None = None) -> Array:
-    """argmax(logits + Gumbel noise): an exact sample of softmax(logits) [..., V] -> [...] int32."""
-    logits = logits.astype(jnp.float32)
+def gumbel_sample(logits: Array, rng: Array, *, forbidden: int | None = None, temperature: float = 1.0) -> Array:
+    """argmax(logits / temperature + Gumbel noise): an exact sample of softmax(logits / temperature),
+    [..., V] -> [...] int32."""
+    logits = logits.astype(jnp.float32) / temperature
     if forbidden is not None:
         logits = logits.at[..., forbidden].set(-jnp.inf)
     uniform = jax.random.uniform(rng, logits.shape, jnp.float32, minval=1e-9, maxval=1.0)
@@ -98,6 +102,7 @@ class ElectraLoss(Objective):
     disc_weight: float
     mask_id: int
     segment_attention: bool
+    temperature: float = 1.0
 
     @property
     def terms(self) -> tuple[LossTerm, ...]:
@@ -125,7 +130,9 @@ class ElectraLoss(Objective):
         )  # fmt: skip
         sums = mlm_loss_and_metrics(gen.mlm_logits, batch["masked_ids"], batch["masked_weights"])
 
-        sampled = gumbel_sample(jax.lax.stop_gradient(gen.mlm_logits), sampling, forbidden=self.mask_id)
+        sampled = gumbel_sample(
+            jax.lax.stop_gradient(gen.mlm_logits), sampling, forbidden=self.mask_id, temperature=self.temperature
+        )
         original = original_ids(batch)
         rows = jnp.arange(original.shape[0])[:, None]
         real = batch["masked_weights"] > 0
@@ -140,8 +147,16 @@ class ElectraLoss(Objective):
         return self.loss(sums, self.denominators(batch) if denominators is None else denominators), sums
 
 
-def make_electra_loss(model: nn.Module, *, disc_weight: float, mask_id: int, segment_attention: bool) -> ElectraLoss:
-    """ELECTRA's generator MLM + `disc_weight` × replaced-token-detection loss (see the module docstring)."""
+def make_electra_loss(
+    model: nn.Module, *, disc_weight: float, mask_id: int, segment_attention: bool, temperature: float = 1.0
+) -> ElectraLoss:
+    """ELECTRA's generator MLM + `disc_weight` × replaced-token-detection loss, replacements sampled from the
+    generator at `temperature` (see the module docstring)."""
     if disc_weight < 0:
         raise ValueError(f"disc_weight={disc_weight} must be >= 0")
-    return ElectraLoss(model=model, disc_weight=disc_weight, mask_id=mask_id, segment_attention=segment_attention)
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (ELECTRA: 1)")
+    return ElectraLoss(
+        model=model, disc_weight=disc_weight, mask_id=mask_id, segment_attention=segment_attention,
+        temperature=float(temperature),
+    )  # fmt: skip

@@ -26,6 +26,8 @@ HEAD = "pretraining"
 def validate(config) -> None:
     if config.disc_weight < 0:
         raise ConfigError(f"config.disc_weight={config.disc_weight} must be >= 0 (ELECTRA: 50)")
+    if not config.replacement_temperature > 0:
+        raise ConfigError(f"config.replacement_temperature={config.replacement_temperature} must be > 0 (ELECTRA: 1)")
     if config.model.family != "electra":
         raise ConfigError(f"task='electra' trains model.family='electra', not {config.model.family!r}")
     pretraining.validate(config)
@@ -40,8 +42,9 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     model_config = family.config_for(config.model, tokenizer.vocab_size)
     model = family.model(model_config, HEAD)
     loss_fn = make_electra_loss(
-        model, disc_weight=config.disc_weight, mask_id=tokenizer.mask_id, segment_attention=d.segment_attention
-    )
+        model, disc_weight=config.disc_weight, mask_id=tokenizer.mask_id, segment_attention=d.segment_attention,
+        temperature=config.replacement_temperature,
+    )  # fmt: skip
     dataset = functools.partial(
         pipeline.create_dataset,
         d,
