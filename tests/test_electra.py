@@ -132,6 +132,42 @@ def test_transformers_save_pretrained_imports_with_the_same_logits(torch, tmp_pa
         _max_diff_on_real_positions(logits, _hf(torch, back, ids, mask, types), real)
 
 
+@pytest.mark.torch
+def test_replaced_token_detection_gradients_equal_transformers(torch, tmp_path):
+    """Our RTD loss (objectives/electra.py) on the discriminator, and its gradient for every parameter, equal
+    `ElectraForPreTraining(labels=...)`'s loss (mean BCE over real tokens) and autograd's: what trains the
+    discriminator is the reference's. (Its training curves then follow the reference's from the same start:
+    BENCHMARKS.md, "ELECTRA demo".)"""
+    from sslm_jax.objectives import electra as objective
+
+    transformers = pytest.importorskip("transformers")
+    hf_config = transformers.ElectraConfig(**CONFIG.to_hf_dict(), attn_implementation="eager")
+    model = _hf_model(torch, transformers.ElectraForPreTraining, hf_config, seed=2)
+    ids, mask, types = _batch(2)
+    labels = (np.random.RandomState(2).rand(*ids.shape) < 0.3).astype(np.int32) * mask
+    tensors = {k: torch.tensor(x, dtype=torch.long) for k, x in
+               (("input_ids", ids), ("attention_mask", mask), ("token_type_ids", types), ("labels", labels))}  # fmt: skip
+    loss = model(**tensors).loss
+    loss.backward()
+    model.save_pretrained(tmp_path / "weights", safe_serialization=True)
+    with torch.no_grad():  # the gradients, saved under the parameters' names: imported by the same mapping
+        for p in model.parameters():
+            p.copy_(p.grad)
+    model.save_pretrained(tmp_path / "grads", safe_serialization=True)
+    config, params = hf_electra.load_checkpoint(tmp_path / "weights")
+    expected = hf_electra.load_checkpoint(tmp_path / "grads")[1]
+    ours = hf_electra.model_for_head(config, "discriminator")
+
+    def rtd_loss(p):
+        sums = objective.rtd_loss_and_metrics(ours.apply({"params": p}, ids, mask, types).logits, labels, mask)
+        return sums["rtd_loss_sum"] / sums["rtd_count"]
+
+    value, grads = jax.value_and_grad(rtd_loss)(params)
+    np.testing.assert_allclose(float(value), loss.item(), rtol=1e-6)
+    assert jax.tree.structure(grads) == jax.tree.structure(expected)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), grads, expected)
+
+
 # --- The joint model ------------------------------------------------------------------------------------------
 
 

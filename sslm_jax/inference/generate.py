@@ -34,6 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslm_jax.errors import SslmError
+from sslm_jax.inference import sampling
+
 # Re-exported: `generate.sample_logits` and friends are this module's public names too.
 from sslm_jax.inference.sampling import MIN_BUCKET, bucket_length, filter_logits, sample_logits  # noqa: F401
 
@@ -214,10 +216,9 @@ def generate(
     """
     if max_new_tokens < 1:
         raise SslmError(f"max_new_tokens={max_new_tokens} must be at least 1")
-    if top_k < 0:
-        raise SslmError(f"top_k={top_k} must be >= 0 (0 keeps every token)")
-    if not 0.0 < top_p <= 1.0:
-        raise SslmError(f"top_p={top_p} must be in (0, 1] (1 keeps every token)")
+    problem = sampling.settings_problem(top_k=top_k, top_p=top_p)
+    if problem:
+        raise SslmError(problem)
     prompt_ids = np.asarray(prompt_ids)
     if prompt_ids.ndim != 2 or prompt_ids.shape[1] == 0 or not np.issubdtype(prompt_ids.dtype, np.integer):
         raise SslmError(f"prompt_ids must be integer token ids of shape [batch, length]; got {prompt_ids.shape}")

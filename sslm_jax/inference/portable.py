@@ -139,8 +139,9 @@ class PortableModel:
             raise PortableError(f"{self.directory} is not a causal-LM export: it has {', '.join(self.entry_points)}")
         if not prompts or max_new_tokens < 1:
             raise PortableError("generate() needs at least one prompt and max_new_tokens >= 1")
-        if top_k < 0 or not 0.0 < top_p <= 1.0:
-            raise PortableError(f"top_k={top_k}, top_p={top_p}: top_k must be >= 0 and top_p in (0, 1]")
+        problem = sampling.settings_problem(top_k=top_k, top_p=top_p)
+        if problem:
+            raise PortableError(problem)
         eot, tok = self.manifest["tokenizer"]["eot_id"], self._tokenizer()
         rows = [e.ids or [eot] for e in tok.encode_batch(list(prompts))]
         longest = max(len(r) for r in rows)

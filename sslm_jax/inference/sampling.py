@@ -16,6 +16,15 @@ Array = jax.Array
 MIN_BUCKET = 16
 
 
+def settings_problem(*, top_k: int, top_p: float) -> str | None:
+    """What is wrong with these filter settings, in one line for the caller's error, or None if nothing."""
+    if top_k < 0:
+        return f"top_k={top_k} must be >= 0 (0 keeps every token)"
+    if not 0.0 < top_p <= 1.0:
+        return f"top_p={top_p} must be in (0, 1] (1 keeps every token)"
+    return None
+
+
 def filter_logits(logits: Array, *, top_k: int = 0, top_p: float = 1.0) -> Array:
     """Sets every logit outside the top-k, then outside the nucleus of mass `top_p`, to -inf. [..., V] -> [..., V].
 
