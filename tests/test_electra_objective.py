@@ -2,6 +2,8 @@
 (a correct guess is original), disc_weight in the total, sums that add up over pieces of a batch, a discriminator
 that learns to find replacements where they can be found, and its one-line errors."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -157,3 +159,15 @@ def test_non_positive_temperature_is_refused(model_and_params, temperature):
     with pytest.raises(ValueError, match=f"temperature={temperature}"):
         objective.make_electra_loss(model_and_params[0], disc_weight=50.0, mask_id=MASK_ID, segment_attention=False,
                                     temperature=temperature)  # fmt: skip
+
+
+def test_config_with_a_non_positive_replacement_temperature_is_refused():
+    from sslm_jax.config_loading import load_config
+    from sslm_jax.errors import ConfigError
+    from sslm_jax.training import validation
+
+    config = load_config(str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "electra_demo.py") + ":smoke")
+    validation.validate(config)
+    config.replacement_temperature = 0.0
+    with pytest.raises(ConfigError, match="replacement_temperature=0.0 must be > 0"):
+        validation.validate(config)

@@ -13,11 +13,12 @@ reproduction's list), each explicit here:
 - Loss: generator MLM mean + `disc_weight` (50, the paper's λ) × RTD mean over every real token, each term a sum
   over the whole step's batch divided once (exact under micro-batches and devices, like every objective here).
 - Sampling: replacements come from the generator's softmax at `temperature` (default 1, the paper's and the
-  original code's `temperature`), drawn with the Gumbel-max trick under `stop_gradient` (the discriminator's loss never flows into the generator, as in the paper: no GAN-style
-  backpropagation through sampling). The [MASK] token itself cannot be sampled (electra's `disallow_from_mask`).
-  A temperature above 1 flattens the generator's distribution towards uniform, so replacements are easier to tell
-  apart: at tiny scale and a few hundred steps, at temperature 1 the discriminator stays at "all original" (its
-  replacements are near-unigram draws of frequent tokens), while at 4 it learns (BENCHMARKS.md, "ELECTRA demo").
+  original code's), drawn with the Gumbel-max trick under `stop_gradient` (the discriminator's loss never flows
+  into the generator, as in the paper: no GAN-style backpropagation through sampling). The [MASK] token itself
+  cannot be sampled (electra's `disallow_from_mask`). A temperature above 1 flattens the generator's distribution
+  towards uniform, so replacements are easier to tell apart: at tiny scale and a few hundred steps, at temperature 1
+  the discriminator stays near "all original" (its replacements are near-unigram draws of frequent tokens), while
+  at 4 it learns (BENCHMARKS.md, "Is ELECTRA's discriminator defective?").
 - Labels: a position is "replaced" iff the sampled token differs from the original; a correct guess counts as
   original (the paper's rule), so the labels are decided after sampling.
 - The discriminator sees the original sequence with the masked positions replaced by the samples: the 80/10/10

@@ -34,7 +34,9 @@ _APPLIED = (
     "peak_tflops_per_device", "fill_mask_examples", "sample_prompts", "sample_max_new_tokens",
     # Optimizer hyperparameters: the schedule is a function of the step; the optimizer state keeps its shape.
     "learning_rate", "warmup_steps", "lr_schedule", "weight_decay", "adam_b1", "adam_b2", "adam_eps",
-    "max_grad_norm", "disc_weight", "replacement_temperature",
+    "max_grad_norm",
+    # The loss's weights and ELECTRA's sampling: read at every step; the train state keeps its shape.
+    "disc_weight", "replacement_temperature",
     # The same computation, laid out differently: the state is restored onto any mesh.
     "parallelism", "mesh_shape", "distributed", "grad_accum_steps",
     "model.dtype", "model.remat", "model.attention_implementation",
