@@ -137,7 +137,7 @@ def test_replaced_token_detection_gradients_equal_transformers(torch, tmp_path):
     """Our RTD loss (objectives/electra.py) on the discriminator, and its gradient for every parameter, equal
     `ElectraForPreTraining(labels=...)`'s loss (mean BCE over real tokens) and autograd's: what trains the
     discriminator is the reference's. (Its training curves then follow the reference's from the same start:
-    BENCHMARKS.md, "ELECTRA demo".)"""
+    BENCHMARKS.md, "Is ELECTRA's discriminator defective?".)"""
     from sslm_jax.objectives import electra as objective
 
     transformers = pytest.importorskip("transformers")
