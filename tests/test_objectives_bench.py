@@ -34,7 +34,7 @@ def test_configs_validate_and_differ_only_in_the_objective(variant):
     if base:  # a learning-rate or temperature variant: its base objective's config but for those (same arithmetic)
         other = objectives.get_config(f"pretrain,{base}")
         assert config.learning_rate != other.learning_rate
-        for field in ("learning_rate", "replacement_temperature"):
+        for field in objectives.SAME_ARITHMETIC:
             other[field] = config[field]
         assert config.to_dict() == other.to_dict()
     elif variant.startswith("pretrain"):
