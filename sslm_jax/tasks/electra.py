@@ -10,17 +10,10 @@ accuracy of calling every token original. The end of a run prints the generator'
 
 from __future__ import annotations
 
-import functools
-
 from sslm_jax.errors import ConfigError
-from sslm_jax.inference.fill_mask import print_fill_mask
-from sslm_jax.models import registry
-from sslm_jax.objectives import make_eval_step
 from sslm_jax.objectives.electra import make_electra_loss
 from sslm_jax.tasks import pretraining
 from sslm_jax.tasks.base import Task, register
-
-HEAD = "pretraining"
 
 
 def validate(config) -> None:
@@ -35,39 +28,19 @@ def validate(config) -> None:
 
 @register("electra", command="pretrain", validate=validate)
 def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
-    from sslm_jax.data import pretraining as pipeline
-
-    d = config.data
-    family = registry.get(config.model.family)
-    model_config = family.config_for(config.model, tokenizer.vocab_size)
-    model = family.model(model_config, HEAD)
-    loss_fn = make_electra_loss(
-        model, disc_weight=config.disc_weight, mask_id=tokenizer.mask_id, segment_attention=d.segment_attention,
-        temperature=config.replacement_temperature,
-    )  # fmt: skip
-    dataset = functools.partial(
-        pipeline.create_dataset,
-        d,
+    # The joint model's output carries the generator's mlm_logits: fill-mask at the end of a run shows what the
+    # generator learned, and the eval's MLM means and unigram baseline are the generator's.
+    return pretraining.masked_lm_task(
+        config,
         tokenizer,
-        per_host_batch=config.batch_size // process_count,
-        seed=config.seed,
-        max_position_embeddings=model_config.max_position_embeddings,
+        lambda model: make_electra_loss(
+            model,
+            disc_weight=config.disc_weight,
+            mask_id=tokenizer.mask_id,
+            segment_attention=config.data.segment_attention,
+            temperature=config.replacement_temperature,
+        ),
+        progress_keys=("loss", "mlm_accuracy", "rtd_accuracy"),
         process_index=process_index,
         process_count=process_count,
-    )
-    examples = tuple(config.fill_mask_examples)
-    return Task(
-        model=model,
-        loss_fn=loss_fn,
-        train_data=functools.partial(dataset, split="train"),
-        eval_data=functools.partial(dataset, split="eval"),
-        eval_step=functools.partial(pretraining.eval_step, make_eval_step(loss_fn), model_config.vocab_size),
-        summarize=functools.partial(pretraining.summarize, loss_fn.finalize),
-        seq_len=d.max_seq_len,
-        flops_per_sequence=family.train_flops(model_config, d.max_seq_len, d.max_predictions_per_seq),
-        progress_keys=("loss", "mlm_accuracy", "rtd_accuracy"),
-        metadata={"model.vocab_size": model_config.vocab_size, "model.head": HEAD},
-        # The joint model's output carries the generator's mlm_logits: fill-mask shows what the generator learned.
-        end_of_run=functools.partial(print_fill_mask, model, tokenizer, examples, d.max_seq_len) if examples else None,
-        description=f"{family.name}-{config.model.size} {model_config}",
     )

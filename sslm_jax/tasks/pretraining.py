@@ -10,6 +10,7 @@ predicting the most frequent masked token); the end of a run prints fill-mask pr
 from __future__ import annotations
 
 import functools
+from typing import Any, Callable
 
 import jax.numpy as jnp
 import numpy as np
@@ -31,15 +32,38 @@ def validate(config) -> None:
 
 @register("pretrain", command="pretrain", validate=validate)
 def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
+    d = config.data
+    return masked_lm_task(
+        config,
+        tokenizer,
+        # Always the NSP/SOP head, even for "mlm": the checkpoint then has the layout of Hugging Face's
+        # BertForPreTraining (exportable with no missing weights); the unused head costs one [H, 2] matmul.
+        lambda model: make_pretraining_loss(model, use_nsp=d.objective != "mlm", segment_attention=d.segment_attention),
+        progress_keys=("loss", "mlm_accuracy"),
+        process_index=process_index,
+        process_count=process_count,
+    )
+
+
+def masked_lm_task(
+    config,
+    tokenizer,
+    make_loss: Callable[[Any], Any],
+    *,
+    progress_keys: tuple[str, ...],
+    process_index: int,
+    process_count: int,
+) -> Task:
+    """A Task on the masked-LM pipeline's batches for the family's "pretraining" head, with the loss that
+    `make_loss(model)` builds: the BERT objective here, ELECTRA's in tasks/electra.py. Evaluation adds the
+    unigram baseline; the end of a run prints the model's fill-mask guesses for `config.fill_mask_examples`."""
     from sslm_jax.data import pretraining
 
     d = config.data
     family = registry.get(config.model.family)
     model_config = family.config_for(config.model, tokenizer.vocab_size)
-    # Always the NSP/SOP head, even for "mlm": the checkpoint then has the layout of Hugging Face's
-    # BertForPreTraining (exportable with no missing weights); the unused head costs one [H, 2] matmul.
     model = family.model(model_config, HEAD)
-    loss_fn = make_pretraining_loss(model, use_nsp=d.objective != "mlm", segment_attention=d.segment_attention)
+    loss_fn = make_loss(model)
     dataset = functools.partial(
         pretraining.create_dataset,
         d,
@@ -60,7 +84,7 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
         summarize=functools.partial(summarize, loss_fn.finalize),
         seq_len=d.max_seq_len,
         flops_per_sequence=family.train_flops(model_config, d.max_seq_len, d.max_predictions_per_seq),
-        progress_keys=("loss", "mlm_accuracy"),
+        progress_keys=progress_keys,
         metadata={"model.vocab_size": model_config.vocab_size, "model.head": HEAD},
         end_of_run=functools.partial(print_fill_mask, model, tokenizer, examples, d.max_seq_len) if examples else None,
         description=f"{family.name}-{config.model.size} {model_config}",
