@@ -82,14 +82,16 @@ def test_row_errors_stay_with_their_row_and_a_crash_fails_its_batch_only():
 
 
 def test_filter_rows_equals_filter_logits_row_by_row():
-    logits = jax.random.normal(jax.random.key(0), (5, 50)) * 3
-    settings = [(0, 1.0), (5, 1.0), (0, 0.5), (10, 0.8), (1, 0.3)]
+    logits = jax.random.normal(jax.random.key(0), (6, 50)) * 3
+    settings = [(0, 1.0), (5, 1.0), (0, 0.5), (10, 0.8), (1, 0.3), (0, 1e-45)]
     got = batch_generate.filter_rows(
         logits, jnp.array([k for k, _ in settings], jnp.int32), jnp.array([p for _, p in settings], jnp.float32)
     )
     for row, (k, p) in enumerate(settings):
         want = generate.filter_logits(logits[row], top_k=k, top_p=p)
         np.testing.assert_array_equal(np.isfinite(got[row]), np.isfinite(want), err_msg=f"top_k={k} top_p={p}")
+    # A top_p below float32's smallest normal still keeps the best token (it once kept nothing: all -inf).
+    assert np.flatnonzero(np.isfinite(got[5])).tolist() == [int(np.argmax(logits[5]))]
 
 
 def test_sample_rows_is_greedy_at_temperature_zero_and_keyed_per_row():

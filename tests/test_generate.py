@@ -148,6 +148,7 @@ def _check_samples(samples, allowed):
         (0, 0.7, [1, 5, 3, 7]),  # 0.30 + 0.20 + 0.15 = 0.65 < 0.7, + 0.12 reaches it
         (0, 0.5, [1, 5]),  # 0.30 < 0.5, + 0.20 reaches it
         (0, 0.01, [1]),  # never empty: the best token alone
+        (0, 1e-45, [1]),  # even below float32's smallest normal (flushed to 0 on CPU)
         (4, 0.7, [1, 5, 3]),  # top-k first: renormalised 0.39, 0.26, 0.19 reach 0.7 with three
     ],
 )

@@ -50,7 +50,8 @@ def filter_rows(logits: Array, top_k: Array, top_p: Array) -> Array:
     best_first = jnp.where(jnp.arange(vocab)[None, :] < k[:, None], best_first, neg_inf)
     probs = jax.nn.softmax(best_first, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs
-    kept = (mass_before < top_p[:, None]) | (top_p[:, None] >= 1.0)
+    # The best token is always kept (see sampling.filter_logits: a tiny top_p may be flushed to 0).
+    kept = (mass_before < top_p[:, None]) | (top_p[:, None] >= 1.0) | (jnp.arange(vocab)[None, :] == 0)
     threshold = jnp.min(jnp.where(kept, best_first, jnp.inf), axis=-1, keepdims=True)
     return jnp.where(logits < threshold, neg_inf, logits)
 

@@ -44,8 +44,9 @@ def filter_logits(logits: Array, *, top_k: int = 0, top_p: float = 1.0) -> Array
         best_first = -jnp.sort(-logits, axis=-1)
         probs = jax.nn.softmax(best_first, axis=-1)
         mass_before = jnp.cumsum(probs, axis=-1) - probs  # of the strictly better tokens
-        # The lowest kept logit: index 0 always qualifies (mass_before 0 < top_p), and kept entries are a prefix.
-        kept = mass_before < top_p
+        # Kept entries are a prefix; the best token is kept outright: a top_p below float32's smallest normal
+        # (1e-45 passes `settings_problem`) is flushed to 0 on some backends, and `0 < 0` would keep nothing.
+        kept = (mass_before < top_p) | (jnp.arange(logits.shape[-1]) == 0)
         threshold = jnp.min(jnp.where(kept, best_first, jnp.inf), axis=-1, keepdims=True)
         logits = jnp.where(logits < threshold, neg_inf, logits)
     return logits
