@@ -59,6 +59,11 @@ def test_generate_equals_the_library_and_sampling_ignores_batch_mates(models, tm
         assert alone[0] == mates[1]
         status, body, _ = call(port, "POST", "/v1/generate", {"prompts": ["a"], "max_new_tokens": 13})
         assert status == 422 and "max_new_tokens=13 must be in [1, 12]" in body["error"]
+        # A row's error names its index in the request, not in the batch it ran in (5 prompts, batches of 4).
+        too_long = ["a"] * 4 + ["the movie was good and fun " * 20]
+        status, body, _ = call(port, "POST", "/v1/generate", {"prompts": too_long, "max_new_tokens": 4})
+        assert status == 422 and [e["index"] for e in body["errors"]] == [4], body
+        assert body["error"].startswith("prompts[4]: ") and "context of 64" in body["error"], body
         assert call(port, "POST", "/v1/classify", {"texts": ["a"]})[0] == 404
         assert metric(call(port, "GET", "/metrics")[1], "sslm_requests_total", route="/v1/generate", status="200") == 3
     finally:
@@ -101,6 +106,8 @@ def test_sigterm_during_load_answers_every_accepted_request_and_exits_0(models, 
 def test_bad_command_lines_fail_in_one_line(models, tmp_path):
     assert_cli_error(sslm("serve", f"--workdir={tmp_path / 'none'}", check=False), "serve", "does not exist")
     assert_cli_error(sslm("serve", f"--workdir={models['gpt']}", "--max-batch=0", check=False), "serve", "--max-batch=0")
+    # getaddrinfo would wrap 99999 to port 34463 and serve there
+    assert_cli_error(sslm("serve", f"--workdir={models['gpt']}", "--port=99999", check=False), "serve", "between 0 and 65535")
     assert_cli_error(
         sslm("serve", f"--workdir={models['gpt']}", f"--api-key-file={tmp_path / 'k'}", check=False), "serve", "cannot be read"
     )

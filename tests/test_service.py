@@ -6,6 +6,7 @@ their own answer; /metrics counts what was sent; and no request compiles anythin
 
 import concurrent.futures
 import json
+import time
 
 import jax
 import numpy as np
@@ -16,7 +17,8 @@ from _serve_models import bert_dir
 from sslm_jax.errors import SslmError
 from sslm_jax.inference import classify, fill_mask
 from sslm_jax.inference.loading import load_model
-from sslm_jax.inference.service import create_app
+from sslm_jax.inference.backends import ModelBackend
+from sslm_jax.inference.service import _Service, create_app, read_api_keys
 from sslm_jax.inference.service_metrics import compilations
 from sslm_jax.inference.service_schemas import ServeSettings
 from sslm_jax.models import bert
@@ -132,6 +134,7 @@ def test_a_row_error_is_a_422_naming_the_row(masked_lm):
     status, body = post(server, "fill-mask", {"texts": ["the [MASK] film", "no mask here", " ".join(["fun"] * 30) + " [MASK]"]})
     assert status == 422 and [e["index"] for e in body["errors"]] == [1, 2]
     assert "no [MASK]" in body["errors"][0]["error"] and "at most 16" in body["errors"][1]["error"]
+    assert [e["error"][:10] for e in body["errors"]] == ["texts[1]: ", "texts[2]: "] and body["error"].startswith("texts[1]")
 
 
 def test_auth(classifier):
@@ -234,3 +237,68 @@ def test_no_request_compiles_after_warm_up(classifier, masked_lm):
         assert post(server, "embed", {"texts": texts, "pooling": "cls"})[0] == 200
         assert post(masked_lm[0], "fill-mask", {"texts": [t + " [MASK]" for t in texts], "top_k": rows % 5 + 1}, key=None)[0] == 200
     assert compilations() == before
+
+
+def test_a_client_that_leaves_mid_body_is_a_499_not_a_server_error(classifier):
+    """A body cut short by the client is nothing the server did wrong: no 500 for alerts on 5xx to fire on."""
+    import socket
+
+    server, _, _ = classifier
+    before = metric(call(server.port, "GET", "/metrics", key=KEY)[1], "sslm_requests_total", route="/v1/classify", status="500")
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(
+            b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"texts\""
+        )  # fmt: skip
+    for _ in range(100):  # the server notices the closed socket on its own schedule
+        text = call(server.port, "GET", "/metrics", key=KEY)[1]
+        if metric(text, "sslm_requests_total", route="/v1/classify", status="499"):
+            break
+        time.sleep(0.05)
+    assert metric(text, "sslm_requests_total", route="/v1/classify", status="499") == 1
+    assert metric(text, "sslm_requests_total", route="/v1/classify", status="500") == before
+
+
+def test_api_key_files_refuse_keys_no_client_could_send(tmp_path):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# comment\n  key-one  \n\nkey-two\n", encoding="utf-8")
+    assert read_api_keys(keys) == ("key-one", "key-two")
+    for bad, why in (("clé-ü", "non-ASCII"), ("two words", "whitespace"), ("", "holds no key")):
+        keys.write_text(f"{bad}\n", encoding="utf-8")
+        with pytest.raises(SslmError, match=why):
+            read_api_keys(keys)
+
+
+def test_stopping_during_warm_up_stops_after_the_shape_being_compiled():
+    """SIGTERM while warming up: the service stops once the current shape is compiled, not after all of them (a big
+    model's warm-up can outlast a scheduler's kill grace period)."""
+    import asyncio
+    import threading
+
+    compiled, first_started = [], threading.Event()
+
+    class SlowRunner:
+        def run(self, rows):
+            return rows
+
+        def warm_up(self, should_stop):
+            for shape in range(50):
+                if should_stop():
+                    break
+                first_started.set()
+                time.sleep(0.05)  # one shape's compilation
+                compiled.append(shape)
+            return len(compiled)
+
+    backend = ModelBackend(description={"head": "test"}, runners={"embed": SlowRunner()})
+
+    async def main():
+        service = _Service(backend, SETTINGS, api_keys=())
+        await service.start()
+        await asyncio.get_running_loop().run_in_executor(None, first_started.wait)
+        service.begin_drain()
+        await service.stop()
+        return service.state
+
+    assert asyncio.run(main()) == "draining"
+    assert 1 <= len(compiled) <= 2, compiled

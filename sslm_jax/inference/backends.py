@@ -15,7 +15,9 @@ Another artifact, e.g. a portable `jax.export` directory, plugs in with a few li
     register_backend(BackendKind("portable", accepts=lambda p: (p / "manifest.json").is_file(), open=open_portable))
 
 A runner is anything with `run(rows) -> list` (one result or `batching.RowError` per row, in order) and
-`warm_up() -> int` (compiles every shape `run` will meet; returns how many); route_runners.py has the built-in ones.
+`warm_up(should_stop) -> int` (compiles every shape `run` will meet, checking `should_stop()` between shapes so that a
+SIGTERM during warm-up is not kept waiting for all of them; returns how many it compiled); route_runners.py has the
+built-in ones.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ ROUTES = ("classify", "fill-mask", "embed", "generate")
 class Runner(Protocol):
     def run(self, rows: Sequence[Any]) -> list: ...
 
-    def warm_up(self) -> int: ...
+    def warm_up(self, should_stop: Callable[[], bool]) -> int: ...
 
 
 @dataclasses.dataclass(frozen=True)

@@ -50,8 +50,11 @@ class GenerateRow:
     seed: int
 
 
-def _warm(fn: Callable, shapes: Sequence[tuple[int, int]], make_args: Callable) -> int:
-    for batch, length in shapes:
+def _warm(fn: Callable, shapes: Sequence[tuple[int, int]], make_args: Callable, should_stop: Callable[[], bool]) -> int:
+    """Compiles `fn` at each (batch, length) until `should_stop()`; returns how many shapes it compiled."""
+    for done, (batch, length) in enumerate(shapes):
+        if should_stop():
+            return done
         jax.block_until_ready(fn(*make_args(batch, length)))
     return len(shapes)
 
@@ -88,10 +91,11 @@ class _EncoderRunner:
                 out[rows] = part
         return outputs
 
-    def warm_up(self) -> int:
+    def warm_up(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         pairs = [(b, n) for b in self.batch_buckets for n in self.length_buckets]
         keys = ("input_ids", "attention_mask", "token_type_ids")
-        return _warm(self._fn, pairs, lambda b, n: (self._params, _pad_rows({k: np.zeros((0, n), np.int32) for k in keys}, b, n)))
+        args = lambda b, n: (self._params, _pad_rows({k: np.zeros((0, n), np.int32) for k in keys}, b, n))  # noqa: E731
+        return _warm(self._fn, pairs, args, should_stop)
 
 
 def _pad_rows(inputs: dict[str, np.ndarray], batch: int, length: int) -> dict[str, np.ndarray]:
@@ -211,9 +215,10 @@ class FillMaskRunner:
                 ]
         return results
 
-    def warm_up(self) -> int:
+    def warm_up(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         pairs = [(b, n) for b in self.batch_buckets for n in self.length_buckets]
-        return _warm(self._fn, pairs, lambda b, n: (self.loaded.params, np.zeros((b, n), np.int32), np.ones((b, n), np.int32)))
+        args = lambda b, n: (self.loaded.params, np.zeros((b, n), np.int32), np.ones((b, n), np.int32))  # noqa: E731
+        return _warm(self._fn, pairs, args, should_stop)
 
 
 class GenerateRunner:
@@ -243,7 +248,7 @@ class GenerateRunner:
         for i, (row, length) in enumerate(zip(rows, lengths)):
             if length + row.max_new_tokens > self.context:
                 results[i] = RowError(
-                    f"prompts[{i}] is {length} tokens + max_new_tokens {row.max_new_tokens}, more than the model's "
+                    f"{length} prompt tokens + max_new_tokens {row.max_new_tokens} is more than the model's "
                     f"context of {self.context}"
                 )
             else:
@@ -275,12 +280,13 @@ class GenerateRunner:
             top_p=column("top_p", np.float32, 1.0),
         )  # fmt: skip
 
-    def warm_up(self) -> int:
+    def warm_up(self, should_stop: Callable[[], bool] = lambda: False) -> int:
         pairs = [(b, n) for b in self.batch_buckets for n in self.prompt_buckets]
         dummy = GenerateRow("", 1, 0.0, 0, 1.0, 0)
         return _warm(
             self._fn, pairs,
             lambda b, n: (self.loaded.params, np.zeros((b, n), np.int32), np.ones((b,), np.int32), self._settings([dummy], b)),
+            should_stop,
         )  # fmt: skip
 
 

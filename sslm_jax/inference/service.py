@@ -33,6 +33,7 @@ import pathlib
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -42,6 +43,7 @@ import fastapi
 import uvicorn
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from sslm_jax.errors import SslmError
 from sslm_jax.inference.backends import ROUTES, ModelBackend, open_backend
@@ -50,6 +52,7 @@ from sslm_jax.inference.service_metrics import ServiceMetrics
 from sslm_jax.inference.service_schemas import ROUTE_SPECS, Rejected, ServeSettings, parse
 
 logger = logging.getLogger("sslm_jax.serve")
+CLIENT_CLOSED = 499
 OPEN_PATHS = ("/healthz",)  # answered without a key: load balancers probe it
 KNOWN_PATHS = tuple(f"/v1/{route}" for route in ROUTES) + ("/healthz", "/metrics")
 
@@ -71,6 +74,8 @@ class _Service:
         self.executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.on_failure = lambda: None
         self._warm_task: asyncio.Task | None = None
+        # Set on SIGTERM or stop: warm-up stops after the shape it is compiling (the executor cannot be interrupted).
+        self._stopping = threading.Event()
 
     async def start(self) -> None:
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="sslm-model")
@@ -87,12 +92,14 @@ class _Service:
         loop, start, shapes = asyncio.get_running_loop(), time.monotonic(), 0
         try:
             for runner in self.backend.runners.values():
-                shapes += await loop.run_in_executor(self.executor, runner.warm_up)
+                shapes += await loop.run_in_executor(self.executor, runner.warm_up, self._stopping.is_set)
         except Exception as e:  # noqa: BLE001 - reported, then the server is told to stop
             self.state = "failed"
             log_event("warm_up_failed", error=type(e).__name__, where=_where(e))
             logger.error("warm-up failed:\n%s", "".join(traceback.format_exception(e)))
             self.on_failure()
+            return
+        if self._stopping.is_set():
             return
         if self.state == "warming_up":
             self.state = "ready"
@@ -101,11 +108,13 @@ class _Service:
                   seconds=round(time.monotonic() - start, 2))  # fmt: skip
 
     def begin_drain(self) -> None:
+        self._stopping.set()
         self.state = "draining"
         self.metrics.ready.set(0)
         log_event("draining")
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._warm_task is not None:
             self._warm_task.cancel()
             await asyncio.gather(self._warm_task, return_exceptions=True)
@@ -164,6 +173,10 @@ class _Front:
                 await response(scope, receive, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            # The client went away before its body arrived: nothing to answer, and not the server's fault (a 500
+            # would page whoever alerts on 5xx). Counted as 499, nginx's "client closed request".
+            status = CLIENT_CLOSED
         except Exception as e:  # noqa: BLE001 - logged by type and place (its message may quote a text)
             log_event("error", id=request_id, route=route, error=type(e).__name__, where=_where(e))
             if not started:
@@ -267,7 +280,9 @@ def create_app(
             results = await service.batchers[route].submit(rows)
             failed = [(i, r) for i, r in enumerate(results) if isinstance(r, RowError)]
             if failed:
-                errors = [{"index": i, "error": str(r)} for i, r in failed]
+                # Runners see a batch that may mix requests: the request's own index is known only here.
+                field = ROUTE_SPECS[route].field
+                errors = [{"index": i, "error": f"{field}[{i}]: {r}"} for i, r in failed]
                 return _json(422, {"error": errors[0]["error"], "errors": errors})
             return _json(200, ROUTE_SPECS[route].respond(results))
 
@@ -294,6 +309,9 @@ def read_api_keys(path: str | os.PathLike) -> tuple[str, ...]:
         raise SslmError(f"--api-key-file={path} holds no key (one key per line)")
     if any(len(k.split()) != 1 for k in keys):
         raise SslmError(f"--api-key-file={path}: a key contains whitespace")
+    if not all(k.isascii() and k.isprintable() for k in keys):
+        # HTTP header bytes are read as Latin-1, so a UTF-8 key could never match what a client sends.
+        raise SslmError(f"--api-key-file={path}: a key has a non-ASCII or control character; use printable ASCII")
     return keys
 
 
@@ -351,6 +369,8 @@ def serve(
     logger.setLevel(logging.INFO)
     logger.propagate = False
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # our JSON events say started / ready / stopped
+    if not 0 <= port <= 65535:  # getaddrinfo would wrap it (99999 -> 34463) instead of refusing
+        raise SslmError(f"--port={port} must be between 0 and 65535 (0: any free port)")
     keys = read_api_keys(api_key_file) if api_key_file is not None else ()
     sock = _bind(host, port)
     app = create_app(model, settings=settings, api_keys=keys, routes=routes)

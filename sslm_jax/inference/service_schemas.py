@@ -142,18 +142,20 @@ def _generate_rows(r: GenerateRequest, settings: ServeSettings) -> list:
 @dataclasses.dataclass(frozen=True)
 class RouteSpec:
     """schema: the request model; rows(request, settings) -> the runner's rows (Rejected on a limit); respond(results
-    in order) -> the response body."""
+    in order) -> the response body; field: the request field whose entries the rows are, named in a row's error."""
 
     schema: type[_Request]
     rows: Callable[[Any, ServeSettings], list]
     respond: Callable[[list], dict]
+    field: str
 
 
 ROUTE_SPECS = {
-    "classify": RouteSpec(ClassifyRequest, _classify_rows, lambda results: {"results": results}),
-    "fill-mask": RouteSpec(FillMaskRequest, _fill_mask_rows, lambda results: {"results": results}),
-    "embed": RouteSpec(EmbedRequest, _embed_rows, lambda results: {"embeddings": results}),
-    "generate": RouteSpec(GenerateRequest, _generate_rows, lambda results: {"results": results}),
+    # Classification and embedding truncate long inputs: their rows never fail one by one ("texts" or "text_pairs").
+    "classify": RouteSpec(ClassifyRequest, _classify_rows, lambda results: {"results": results}, "texts"),
+    "fill-mask": RouteSpec(FillMaskRequest, _fill_mask_rows, lambda results: {"results": results}, "texts"),
+    "embed": RouteSpec(EmbedRequest, _embed_rows, lambda results: {"embeddings": results}, "texts"),
+    "generate": RouteSpec(GenerateRequest, _generate_rows, lambda results: {"results": results}, "prompts"),
 }
 
 
