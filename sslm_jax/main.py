@@ -17,9 +17,11 @@ from ml_collections import config_flags
 
 from sslm_jax.early_signals import install_for
 from sslm_jax.errors import SslmError
+from sslm_jax.output_paths import check_can_create, check_new_file
 
 # name -> (one-line help, function(argv) -> None). Each command module adds itself here.
 COMMANDS: dict[str, tuple[str, object]] = {}
+TAKES_TEXTS = ("fill-mask", "generate")  # the commands whose positional arguments are texts; others refuse any
 
 
 def command(name: str, help_text: str):
@@ -119,12 +121,18 @@ def _train_tokenizer(argv):
             raise SslmError(f"--{name} is required")
     from sslm_jax.data import tokenizers
 
+    if FLAGS.kind not in tokenizers.BUILTIN:
+        raise SslmError(f"--kind={FLAGS.kind!r} is unknown; use one of {', '.join(tokenizers.BUILTIN)}")
     kind = tokenizers.get(FLAGS.kind)
+    out = check_can_create(FLAGS["out"].value, setting="--out")
+    existing = [name for name in kind.files if (out / name).exists()]
+    if existing:  # a run's or an exported model's vocabulary would no longer match its weights
+        raise SslmError(f"--out={out} already holds {', '.join(existing)}: name a new folder (nothing is overwritten)")
     docs = sources.file_documents(
         FLAGS["input"].value, format=FLAGS["format"].value, text_field=FLAGS["text-field"].value
     )
     settings = types.SimpleNamespace(vocab_size=FLAGS["vocab-size"].value, lower_case=FLAGS["lower-case"].value)
-    path = kind.train(docs, settings, pathlib.Path(FLAGS["out"].value))
+    path = kind.train(docs, settings, out)
     print(f"wrote {', '.join(str(path.parent / name) for name in kind.files)}")
 
 
@@ -149,6 +157,8 @@ def _predict(argv):
     if not FLAGS["input"].value:
         raise SslmError("--input is required: a .tsv / .csv / .jsonl file, or plain text with one example per line")
     given = FLAGS["text-field"].value.split(",") if FLAGS["text-field"].present else None
+    if FLAGS.output:
+        check_new_file(FLAGS.output, setting="--output")
     count = predict_file(_require_workdir(), FLAGS["input"].value, FLAGS.output, text_fields=given)
     if FLAGS.output:
         print(f"wrote {count} predictions to {FLAGS.output}")
@@ -173,6 +183,10 @@ def _generate(argv):
     prompts = list(argv) + (_read_prompts(FLAGS["input"].value) if FLAGS["input"].value else [])
     if not 0.0 < FLAGS["top-p"].value <= 1.0:
         raise SslmError(f"--top-p={FLAGS['top-p'].value} must be in (0, 1]")
+    if FLAGS.temperature < 0:
+        raise SslmError(f"--temperature={FLAGS.temperature} must be >= 0 (0: greedy)")
+    if FLAGS.output:
+        check_new_file(FLAGS.output, setting="--output")
     results = generate_from(
         workdir,
         prompts,
@@ -302,6 +316,8 @@ def _main(argv):
         sys.exit(2)
     name = argv[1]
     try:
+        if argv[2:] and name not in TAKES_TEXTS:
+            raise SslmError(f"unexpected argument(s) {' '.join(map(repr, argv[2:]))}: `sslm {name}` takes --flags only")
         COMMANDS[name][1](argv[2:])
     except SslmError as e:
         print(f"sslm {name}: error: {e}", file=sys.stderr)
@@ -324,15 +340,33 @@ def _parse_flags(argv: list[str]) -> list[str]:
         # A failing get_config arrives with its traceback inside the message: keep the flag and the final line.
         lines = [line.strip() for line in str(e).splitlines() if line.strip()]
         message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
-    except OSError as e:
-        if "config file" not in str(e):  # not config_flags' "Failed loading config file ...": not ours to word
-            raise
-        message = f"--config: {str(e).splitlines()[-1].strip()}"
     except (AttributeError, KeyError) as e:  # config_flags: `--config.<path>=` names no field of the config
-        message = _unknown_field_message(e, argv)
+        message = _config_file_message(argv, e) if "get_config" in str(e) else _unknown_field_message(e, argv)
+    except Exception as e:  # noqa: BLE001 - a config file that does not load: a SyntaxError, a NameError, ...
+        if not _config_spec(argv):
+            raise
+        message = _config_file_message(argv, e)
     command = next((a for a in argv[1:] if not a.startswith("-")), None)
     print(f"sslm{' ' + command if command else ''}: error: {message}", file=sys.stderr)
     sys.exit(2)
+
+
+def _config_spec(argv: list[str]) -> str | None:
+    return next((a.split("=", 1)[1] for a in argv[1:] if a.startswith("--config=")), None)
+
+
+def _config_file_message(argv: list[str], error: Exception) -> str:
+    """One line for a --config file that could not be loaded: what is wrong with it, without the traceback."""
+    spec = _config_spec(argv) or ""
+    path = pathlib.Path(spec.split(":", 1)[0])
+    if path.is_dir():
+        return f"--config={spec} is a folder: name a config file, e.g. --config={path / 'bert_demo.py'}"
+    if not path.is_file():
+        return f"--config={spec}: no such file (configs live in configs/NAME.py)"
+    if "get_config" in str(error):
+        return f"--config={spec}: {path} defines no get_config(arg) returning an ml_collections.ConfigDict"
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"--config={spec} could not be loaded: {type(error).__name__}: {lines[-1] if lines else ''}"
 
 
 # Fields that older configs and command lines set and that no longer exist -> what to say instead of "no field".

@@ -29,6 +29,12 @@ BEFORE_ANY_WRITE = {
     "negative_learning_rate": (1, {"learning_rate": -1e-3}, ("learning_rate=-0.001 must be > 0",)),
     "warmup_over_total": (1, {"warmup_steps": 50, "total_steps": 10}, ("warmup_steps=50 exceeds total_steps=10",)),
     "unknown_model_size": (1, {"model.size": "huge"}, ("config.model", "huge")),
+    "mesh_shape_not_numbers": (1, {"mesh_shape": "abc"}, ("mesh_shape=", "must be 3 positive sizes")),
+    "unknown_source": (1, {"data.source": "bogus"}, ("config.data.source='bogus' is not one of",)),
+    "unknown_format": (
+        1, {"data.source": "files", "data.train_files": "{tmp}/none.txt", "data.format": "yaml"},
+        ("config.data.format='yaml' is not one of",),
+    ),
 }
 
 
@@ -51,6 +57,12 @@ def failing_runs(tmp_path_factory) -> tuple[pathlib.Path, dict[str, tuple[Run, p
     workdir = tmp / "a_file_as_workdir"
     workdir.write_text("not a folder\n")
     runs["workdir_is_a_file"] = (Run(pretrain_args(workdir), env=sslm_env(), logs=tmp / "file_workdir"), workdir)
+
+    empty = tmp / "empty.txt"  # found only once the run has started: when the vocabulary is trained from it
+    empty.write_text("")
+    workdir = tmp / "empty_corpus" / "run"
+    files = {"data.source": "files", "data.train_files": empty, "data.eval_files": empty}
+    runs["empty_corpus"] = (Run(pretrain_args(workdir, **files), env=sslm_env(), logs=tmp / "empty_corpus"), workdir)
 
     workdir = tmp / "glob" / "run"
     files = {"data.source": "files", "data.train_files": f"{tmp}/no_corpus/*.txt"}
@@ -87,6 +99,14 @@ def test_glob_matching_nothing(failing_runs):
     assert not workdir.exists()
 
 
+def test_a_new_workdir_is_left_as_found_when_the_data_fails_after_start(failing_runs):
+    """An empty corpus is found when the vocabulary is trained, after the workdir, its lock and checkpoints/ exist:
+    they are removed again, so the next attempt does not find a half-made run."""
+    process, workdir = failing_runs[1]["empty_corpus"]
+    assert_one_line_error(process, "is empty: no text in 1 file(s)")
+    assert not workdir.exists()
+
+
 @pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
     vocab = write_tiny_vocab(tmp_path / "vocab.txt")
@@ -98,4 +118,9 @@ def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
 
     mini = Run(pretrain_args(workdir, **common, **{"model.size": "mini"}), env=sslm_env(), logs=tmp_path / "mini")
     assert_one_line_error(mini, "checkpoints/2 is a checkpoint with model.size='tiny'", "model.size='mini'")
+    assert tree_digest(workdir) == before
+
+    # Another task: refused before its vocabulary (vocab.json + merges.txt) is trained into the run.
+    gpt = [*pretrain_args(workdir)[:4], "--config=configs/gpt_demo.py:smoke", f"--workdir={workdir}"]
+    assert_one_line_error(Run(gpt, env=sslm_env(), logs=tmp_path / "gpt"), "task='pretrain'", "task='causal_lm'")
     assert tree_digest(workdir) == before

@@ -39,6 +39,10 @@ def test_generate_is_seeded_and_writes_json_lines(run, tmp_path):
     sslm(*args, "--seed=1", f"--output={out}")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["def f(x):", "import"] and all(len(r["samples"]) == 2 for r in rows)
+    written = out.read_text()  # asked again for the same file: refused before generating, the file intact
+    assert_cli_error(sslm(*args, f"--output={out}", check=False), "generate", "already exists: name a new file")
+    assert_cli_error(sslm(*args, "--temperature=-1", check=False), "generate", "--temperature=-1.0 must be >= 0")
+    assert out.read_text() == written
 
 
 def test_export_loads_in_transformers_and_generates_the_same_text(run, tmp_path, torch):

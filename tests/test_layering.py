@@ -1,7 +1,7 @@
 """The package layout is the data flow: no import cycle between sslm_jax's packages and no upward import.
 
 Layers, bottom to top (a package imports only from its own layer or below):
-    errors, config_loading
+    errors, config_loading, output_paths (-> errors)
     models, objectives, data          (data may read objectives' metric names; nothing above this line)
     interop                           (-> models)
     checkpoints                       (-> models, interop)
@@ -27,7 +27,8 @@ ALLOWED = {
     "objectives": {"errors"},
     "interop": {"errors", "models"},
     "checkpoints": {"errors", "models", "interop"},
-    "inference": {"errors", "models", "data", "objectives", "interop", "checkpoints"},
+    "output_paths": {"errors"},
+    "inference": {"errors", "output_paths", "models", "data", "objectives", "interop", "checkpoints"},
     "tasks": {"errors", "models", "data", "objectives", "inference"},
     "training": {"errors", "models", "data", "objectives", "interop", "checkpoints", "inference", "tasks"},
 }

@@ -28,6 +28,7 @@ import pathlib
 import shutil
 import tempfile
 import types
+import zipfile
 from typing import Any, Mapping
 
 import jax
@@ -38,6 +39,7 @@ from sslm_jax.errors import CheckpointError, SslmError
 from sslm_jax.inference import quantize
 from sslm_jax.inference.loading import LoadedModel
 from sslm_jax.models import bert, gpt, registry
+from sslm_jax.output_paths import check_can_create
 
 MANIFEST, PARAMS, RUN_CONFIG, VOCAB = "compressed.json", "params.npz", "config.json", "vocab"
 FORMAT, VERSION = "sslm-compressed", 1
@@ -52,11 +54,13 @@ def is_compressed(path: str | os.PathLike) -> bool:
 def check_out_dir(out: str | os.PathLike) -> pathlib.Path:
     """`out` as a Path, refused (one line) when it exists and is not an empty directory: nothing is overwritten."""
     out = pathlib.Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and not out.is_dir():
+        raise SslmError(f"--out={out} is a file; name a new directory")
+    if out.exists() and any(out.iterdir()):
         raise SslmError(f"--out={out} exists and is not empty; name a new directory")
-    if not out.parent.is_dir():
+    if not out.parent.exists():
         raise SslmError(f"--out={out}: its folder {out.parent} does not exist")
-    return out
+    return check_can_create(out, setting="--out")  # a parent that is a file, or one this process cannot write in
 
 
 def write_atomically(out: pathlib.Path, fill) -> pathlib.Path:
@@ -206,7 +210,7 @@ def load(path: str | os.PathLike, *, host_tokenizer: bool = False) -> LoadedMode
         described = manifest["model"]
         with np.load(path / PARAMS) as f:
             params, masks = _decode(f, manifest["arrays"])
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # a truncated params.npz: BadZipFile
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"{path}: not a readable compressed model ({type(e).__name__}: {e})") from None

@@ -111,8 +111,11 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[pa
         # The CLI has no overwrite flag (replacing an export by accident is worse than choosing a name); the library's
         # `overwrite=True` is documented on the export functions.
         raise CheckpointError(f"{path} exists and is not empty: choose a new output directory, or empty this one")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    except OSError as e:  # a parent that is a file, a read-only place, /proc/...: nothing was written
+        raise CheckpointError(f"cannot create {path} ({e.strerror or type(e).__name__}): choose another output directory") from None
     try:
         yield tmp
         replace_dir(tmp, path)

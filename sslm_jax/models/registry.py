@@ -91,6 +91,11 @@ def get(name: str) -> ModelFamily:
     return _FAMILIES[name]
 
 
+def names() -> list[str]:
+    """Every family: the built-in ones and any registered by a user."""
+    return sorted(set(BUILTIN) | set(_FAMILIES))
+
+
 def by_hf_model_type(model_type: str) -> ModelFamily | None:
     """The family whose Hugging Face twin has this `model_type`, or None."""
     for name in BUILTIN:

@@ -71,6 +71,22 @@ class TaskSpec:
 _TASKS: dict[str, TaskSpec] = {}
 
 
+def require_head(config, head: str) -> None:
+    """ConfigError unless `config.model.family` has `head`: after `init_from` the family is the starting model's,
+    so this is where "a GPT run cannot start a classifier" is said, before its vocabulary is looked for."""
+    from sslm_jax.errors import ConfigError
+    from sslm_jax.models import registry
+
+    family = registry.get(config.model.family)
+    if head not in family.heads:
+        start = f" (the family of init_from={config.init_from})" if config.get("init_from") else ""
+        able = [name for name in registry.names() if head in registry.get(name).heads]
+        raise ConfigError(
+            f"task={config.task!r} trains a {head!r} head, which model.family={family.name!r}{start} does not have: "
+            f"start from a {' or '.join(able)} model"
+        )
+
+
 def _no_checks(config) -> None:
     del config
 

@@ -18,7 +18,7 @@ from sslm_jax.models import registry
 from sslm_jax.objectives import make_eval_step
 from sslm_jax.objectives.causal_lm import make_causal_lm_loss
 from sslm_jax.tasks import causal_lm
-from sslm_jax.tasks.base import Task, register
+from sslm_jax.tasks.base import Task, register, require_head
 
 HEAD = "causal_lm"
 
@@ -26,6 +26,7 @@ HEAD = "causal_lm"
 def validate(config) -> None:
     from sslm_jax.data import causal_sft
 
+    require_head(config, HEAD)
     causal_sft.fields(config.data)
     limit = config.model.max_position_embeddings
     if not 4 <= config.data.max_seq_len <= limit:

@@ -26,7 +26,7 @@ from sslm_jax.objectives.classification import (
     predictions_from_logits,
 )
 from sslm_jax.objectives.metrics import finalize_terms
-from sslm_jax.tasks.base import PER_EXAMPLE, Task, register
+from sslm_jax.tasks.base import PER_EXAMPLE, Task, register, require_head
 
 SUM_KEYS = ("loss_sum", "correct", "count")
 HEAD = "classification"
@@ -34,6 +34,7 @@ HEAD = "classification"
 
 def validate(config) -> None:
     d = config.data
+    require_head(config, HEAD)
     limit = config.model.max_position_embeddings
     if d.max_seq_len > limit:
         raise ConfigError(

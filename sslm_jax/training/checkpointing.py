@@ -48,6 +48,12 @@ def check_workdir(workdir: str | os.PathLike) -> epath.Path:
     path = epath.Path(workdir)
     if path.exists() and not path.is_dir():
         raise CheckpointError(f"workdir {path} is a file, not a folder: choose another --workdir")
+    exported = [name for name in ("config.json", "manifest.json") if (path / name).is_file()]
+    if exported and not (path / layout.CHECKPOINTS_DIR).exists():  # training would hide the model behind a run
+        raise CheckpointError(
+            f"workdir {path} holds an exported model ({exported[0]}), not a training run: use a new --workdir "
+            f"(with --config.init_from={path} to start from that model)"
+        )
     probe = path / f".sslm-write-probe-{jax.process_index()}-{os.getpid()}"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -170,6 +176,14 @@ def set_aside_damaged(workdir: str | os.PathLike) -> list[epath.Path]:
 
 
 # --- Checks before resuming ------------------------------------------------------------------------------------
+
+
+def check_latest_is_same_model(manager: ocp.CheckpointManager, config: ml_collections.ConfigDict) -> None:
+    """`restore_or_init`'s first check, made early: the trainer calls it before it trains or writes a vocabulary,
+    so that a workdir of another task or model is refused before anything in it changes."""
+    step = manager.latest_step()
+    if step is not None:
+        _check_same_model(manager.directory / str(step), config)
 
 
 def _check_same_model(checkpoint_dir: epath.Path, config: ml_collections.ConfigDict) -> None:

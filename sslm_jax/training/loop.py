@@ -19,13 +19,14 @@ import contextlib
 import math
 import os
 import pathlib
+import shutil
 import time
 
 import jax
 import numpy as np
 from absl import logging
 
-from sslm_jax.checkpoints import transplant
+from sslm_jax.checkpoints import layout, transplant
 from sslm_jax.errors import SslmError
 from sslm_jax.training import checkpointing, disk_full, flops, optim, reporting, runners, validation
 from sslm_jax.training.evaluation import evaluate
@@ -71,11 +72,39 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         spec = validation.validate(config)  # every check that needs no data, before the workdir is touched
         if preemption.requested and jax.process_count() == 1:  # stopped while starting: leave the workdir alone
             return _stop_before_training(preemption)
+        existed = pathlib.Path(os.fspath(workdir)).exists()
+        fresh = _is_fresh(pathlib.Path(os.fspath(workdir)))
         workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
         managers = []  # closed if the disk fills, so no background save is left running
-        with disk_full.reported(workdir, on_failure=lambda: [m.close() for m in managers]):
-            with WorkdirLock(workdir, enabled=jax.process_index() == 0):
-                return _train(config, workdir, spec, preemption, managers)
+        try:
+            with disk_full.reported(workdir, on_failure=lambda: [m.close() for m in managers]):
+                with WorkdirLock(workdir, enabled=jax.process_index() == 0):
+                    return _train(config, workdir, spec, preemption, managers)
+        except SslmError:
+            for manager in managers:  # an Orbax manager left open prints a thread's traceback at exit
+                manager.close()
+            # Bad data, vocabulary or init_from surface only once the run has started (they need the workdir's
+            # vocabulary or the files read): a new workdir is left as it was found, not with a lock and an empty
+            # checkpoints/ folder that the next attempt would have to resume.
+            if fresh and jax.process_count() == 1 and not _started(workdir):
+                shutil.rmtree(workdir) if not existed else _empty(workdir)
+            raise
+
+
+def _is_fresh(workdir: pathlib.Path) -> bool:
+    return not workdir.exists() or (workdir.is_dir() and not any(workdir.iterdir()))
+
+
+def _started(workdir: pathlib.Path) -> bool:
+    """Whether training began: a metrics line or a checkpoint exists (kept, with the vocabulary, for a rerun)."""
+    checkpoints = workdir / layout.CHECKPOINTS_DIR
+    return (workdir / "metrics.jsonl").exists() or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+def _empty(workdir: pathlib.Path) -> None:
+    """Removes what this call created in a workdir that was empty when it started."""
+    for entry in workdir.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
 
 
 def _stop_before_training(preemption: PreemptionHandler) -> dict[str, float]:
@@ -90,6 +119,7 @@ def _train(config, workdir: pathlib.Path, spec, preemption: PreemptionHandler, m
     checkpointing.set_aside_damaged(workdir)  # before the manager lists the steps
     manager = checkpointing.create_manager(workdir, config=config)
     managers.append(manager)
+    checkpointing.check_latest_is_same_model(manager, config)  # before a vocabulary of another kind is written
 
     from sslm_jax.data import pretraining as pipeline
     from sslm_jax.data import tokenizers

@@ -50,7 +50,10 @@ def resolve_mesh_shape(mesh_shape: Sequence[int], device_count: int) -> tuple[in
 
     Example: resolve_mesh_shape((-1, 2, 1), 8) -> (4, 2, 1); (3, 1, 1) on 8 devices raises ConfigError.
     """
-    shape = tuple(int(s) for s in mesh_shape)
+    try:  # from the command line it may be any string: "abc" is a ConfigError, not a traceback
+        shape = tuple(int(s) for s in mesh_shape)
+    except (TypeError, ValueError):
+        shape = ()
     if len(shape) != 3 or shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
         raise ConfigError(
             f"mesh_shape={tuple(mesh_shape)} must be 3 positive sizes (data, fsdp, tensor), one of them may be -1"

@@ -75,10 +75,14 @@ def validate_vocab(config) -> None:
 def validate_data_files(config) -> None:
     """With `data.source="files"`, every glob of `data.train_files` / `data.eval_files` matches a file: found here
     rather than when the corpus is first read, which is after the workdir is created (vocabulary training)."""
-    from sslm_jax.data import files
+    from sslm_jax.data import files, sources
 
+    if config.data.source not in sources.SOURCES:
+        raise ConfigError(f"config.data.source={config.data.source!r} is not one of {', '.join(sources.SOURCES)}")
     if config.data.source != "files":
         return
+    if config.data.format not in sources.FORMATS:
+        raise ConfigError(f"config.data.format={config.data.format!r} is not one of {', '.join(sources.FORMATS)}")
     # An empty setting is left to the reader's own message (configs such as sst2_lift.py ship it empty).
     for setting in ("train_files", "eval_files"):
         if config.data[setting]:
