@@ -97,6 +97,8 @@ def test_pretraining_run_quantized_fills_masks_and_exports(runs):
     assert "[MASK] 1:" in out
     out = sslm("prune", f"--workdir={root / 'pt_q'}", f"--out={root / 'x'}", "--sparsity=0.5", check=False)
     assert_cli_error(out, "prune", "is quantized: prune the float model")
+    out = sslm("export-hf", f"--workdir={root / 'pt_q'}", f"--out={root / 'pt_q_hf'}", check=False)
+    assert_cli_error(out, "export-hf", "is a quantized or pruned model: export the run it was made from")
     sslm("export", f"--workdir={run}", f"--out={root / 'pt_export'}")
     assert list(json.loads((root / "pt_export" / "manifest.json").read_text())["entry_points"]) == ["fill_mask"]
 

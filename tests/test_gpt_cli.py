@@ -74,6 +74,10 @@ def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):
     long_prompt = " ".join(["word"] * 300)
     assert_cli_error(sslm("generate", f"--workdir={run}", long_prompt, check=False), "generate", "exceeds the model's context")
     assert_cli_error(sslm("generate", f"--workdir={run}", "x", "--top-p=0", check=False), "generate", "--top-p=0.0")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a film\n")
+    out = sslm("predict", f"--workdir={run}", f"--input={prompts}", check=False)  # says what to do with a GPT run
+    assert_cli_error(out, "predict", "holds a causal language model, not a classifier: `sslm generate`")
     assert tree_digest(run) == before
 
     bpe = tmp_path / "bpe"

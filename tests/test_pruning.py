@@ -137,7 +137,7 @@ def test_fixed_masks_need_no_scores(model_and_names):
     "kwargs, message",
     [
         (dict(sparsity=0.5, method="movement"), "give --steps > 0"),
-        (dict(sparsity=0.5, steps=-1), "give --steps > 0"),
+        (dict(sparsity=0.5, steps=-1), "--steps=-1 must be >= 0"),
         (dict(sparsity=1.0), r"in \[0, 1\)"),
         (dict(sparsity=0.5, method="random"), "unknown; use one of magnitude, movement"),
     ],

@@ -156,7 +156,7 @@ def read_examples(path: str | os.PathLike, *, text_fields: Sequence[str]) -> lis
     path = os.fspath(path)
     fields = tuple(text_fields)
     if not files.is_file(path):
-        raise DataError(f"input file {path} does not exist")
+        raise DataError(f"input {path} is a folder; name a file" if os.path.isdir(path) else f"input file {path} does not exist")
     name = path.lower().removesuffix(".gz")
     fmt = next((f for f in files.RECORD_FORMATS if name.endswith("." + f)), "text")
     if fmt == "text" and len(fields) != 1:
@@ -201,6 +201,11 @@ def _text_fields(loaded: LoadedModel, given: Sequence[str] | None) -> tuple[str,
 
 
 def _check_classifier(loaded: LoadedModel) -> None:
+    if loaded.head == "causal_lm":
+        raise SslmError(
+            f"{loaded.path} holds a causal language model, not a classifier: `sslm generate` continues text with "
+            "it; classifiers are fine-tuned from BERT or ELECTRA models (`sslm finetune`)"
+        )
     if loaded.head != "classification":
         raise SslmError(
             f"{loaded.path} holds a {loaded.head} model, not a classifier: fine-tune it first (`sslm finetune`)"

@@ -38,6 +38,11 @@ def export_hf(
       `out` as a Path. Nothing is written unless the whole export is valid.
     """
     loaded = load_model(path)
+    if loaded.kind == "compressed":
+        raise CheckpointError(
+            f"{loaded.path} is a quantized or pruned model: export the run it was made from, or make a portable "
+            "model of it (`sslm export`)"
+        )
     if loaded.kind != "sslm":
         raise CheckpointError(f"{loaded.path} is already a Hugging Face directory; nothing to export")
     if loaded.head == "causal_lm":  # a GPT run: GPT2LMHeadModel, with the run's vocab.json and merges.txt

@@ -224,7 +224,9 @@ def prune_run(
         raise SslmError(f"--method={method} is unknown; use one of {', '.join(METHODS)}")
     if scope not in prune.SCOPES:
         raise SslmError(f"--scope={scope} is unknown; use one of {', '.join(prune.SCOPES)}")
-    if steps < 0 or (method == "movement" and steps == 0):
+    if steps < 0:
+        raise SslmError(f"--steps={steps} must be >= 0 (fine-tuning steps with the mask applied)")
+    if method == "movement" and steps == 0:
         raise SslmError(f"--steps={steps}: movement pruning learns its mask while fine-tuning; give --steps > 0")
     out = compressed_dir.check_out_dir(out)
     if steps == 0:
