@@ -303,6 +303,36 @@ def _export(argv):
     print(f"wrote {export_portable(_require_workdir(), _require_out('portable model'), format=fmt)}")
 
 
+# The flags each command reads. A flag of ours given to a command that ignores it is an error (`predict --out=F`
+# would otherwise print to standard output and write nothing), not a silent no-op.
+_SERVE = ("host", "port", "api-key-file", "max-batch", "max-wait-ms", "max-body-bytes", "max-rows", "max-text-chars",
+          "max-top-k", "routes", "max-new-tokens-limit")  # fmt: skip
+COMMAND_FLAGS = {
+    "pretrain": ("config", "workdir"),
+    "finetune": ("config", "workdir"),
+    "train-tokenizer": ("input", "vocab-size", "out", "lower-case", "kind", "format", "text-field"),
+    "eval": ("workdir", "eval-steps"),
+    "predict": ("workdir", "input", "output", "text-field"),
+    "fill-mask": ("workdir", "top-k"),
+    "generate": ("workdir", "input", "output", "top-k", "max-new-tokens", "temperature", "top-p", "seed", "num-samples"),
+    "export-hf": ("workdir", "out"),
+    "serve": ("workdir", *_SERVE),
+    "quantize": ("workdir", "out", "mode"),
+    "prune": ("workdir", "out", "sparsity", "method", "scope", "steps"),
+    "export": ("workdir", "out", "format"),
+}
+
+
+def _flags_problem(name: str) -> str | None:
+    """The first of our flags set on the command line that `sslm <name>` does not read, as an error line."""
+    ours = sorted({flag for used in COMMAND_FLAGS.values() for flag in used})
+    stray = [flag for flag in ours if FLAGS[flag].present and flag not in COMMAND_FLAGS[name]]
+    if not stray:
+        return None
+    takes = ", ".join(f"--{flag}" for flag in COMMAND_FLAGS[name])
+    return f"--{stray[0]} is not a flag of `sslm {name}` (it takes {takes})"
+
+
 def _usage() -> str:
     lines = ["usage: sslm <command> [--flag=value ...]", "", "commands:"]
     lines += [f"  {name:16s} {help_text}" for name, (help_text, _) in COMMANDS.items()]
@@ -316,6 +346,9 @@ def _main(argv):
         sys.exit(2)
     name = argv[1]
     try:
+        problem = _flags_problem(name)
+        if problem:
+            raise SslmError(problem)
         if argv[2:] and name not in TAKES_TEXTS:
             raise SslmError(f"unexpected argument(s) {' '.join(map(repr, argv[2:]))}: `sslm {name}` takes --flags only")
         COMMANDS[name][1](argv[2:])
@@ -411,11 +444,14 @@ def run():
 
 
 class _LibraryInfoFilter(logging.Filter):
-    """Drops INFO records of Orbax (one per array write): the run's own INFO lines stay readable. Also drops the
+    """Drops INFO records of Orbax (one per array write) and of jax's backend probing: the run's own INFO lines stay
+    readable, and a one-line error is not preceded by "Unable to initialize backend 'tpu'". Also drops the
     traceback Orbax logs when a background save fails for lack of disk space: the same error reaches the main
     thread, which reports it as one line (`training/disk_full.py`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.pathname.endswith("xla_bridge.py"):  # "Unable to initialize backend 'tpu'" on every machine without one
+            return record.levelno >= logging.WARNING
         if "orbax" not in record.pathname:
             return True
         if record.exc_info and record.exc_info[1] is not None:

@@ -72,3 +72,19 @@ def test_output_files_are_new_files_in_writable_folders(tmp_path):
     assert check_new_file(tmp_path / "out.jsonl", setting="--output") == tmp_path / "out.jsonl"
     assert check_can_create(tmp_path / "a" / "b", setting="--out") == tmp_path / "a" / "b"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["input.tsv"]  # the probes left nothing behind
+
+
+def test_a_flag_the_command_does_not_read_is_refused(tmp_path):
+    """`predict --out=F` (predict's flag is --output) would print to standard output and write nothing."""
+    out = sslm("predict", f"--workdir={tmp_path}", "--input=x.tsv", f"--out={tmp_path / 'p.jsonl'}", check=False)
+    assert_cli_error(out, "predict", "--out is not a flag of `sslm predict` (it takes --workdir, --input, --output")
+
+
+def test_every_flag_belongs_to_a_command():
+    from absl import flags
+
+    import sslm_jax.main as main
+
+    defined = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(main)}
+    assert defined == {flag for used in main.COMMAND_FLAGS.values() for flag in used}
+    assert set(main.COMMAND_FLAGS) == set(main.COMMANDS)
