@@ -32,6 +32,9 @@ def test_a_config_file_that_does_not_load_is_one_line(tmp_path, source, fragment
 def test_a_config_folder_is_one_line(tmp_path):
     out = sslm("pretrain", "--config=configs", f"--workdir={tmp_path / 'run'}", check=False)
     assert_cli_error(out, "pretrain", "--config=configs is a folder: name a config file")
+    out = sslm("pretrain", "--config=configs/no_such_config.py", f"--workdir={tmp_path / 'run'}", check=False)
+    assert_cli_error(out, "pretrain", "--config=configs/no_such_config.py: no such file")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_stray_argument_is_refused(tmp_path):
