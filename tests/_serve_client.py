@@ -24,7 +24,7 @@ def call(port: int, method: str, path: str, body=None, *, key: str | None = None
         response = connection.getresponse()
         text = response.read().decode()
         kind = response.getheader("content-type", "")
-        return response.status, json.loads(text) if kind.startswith("application/json") else text, dict(response.getheaders())
+        return response.status, json.loads(text) if kind.startswith("application/json") and text else text, dict(response.getheaders())
     finally:
         connection.close()
 

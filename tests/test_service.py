@@ -148,6 +148,7 @@ def test_auth(classifier):
     assert call(server.port, "POST", "/v1/classify", body, headers={"Authorization": f"Basic {KEY}"})[0] == 401
     assert post(server, "classify", body)[0] == 200 and post(server, "classify", body, key="second-key")[0] == 200
     assert call(server.port, "GET", "/healthz")[0] == 200
+    assert call(server.port, "HEAD", "/healthz")[0] == 200  # load balancers probe with HEAD too
 
 
 @pytest.mark.parametrize(

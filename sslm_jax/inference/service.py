@@ -5,7 +5,7 @@
     serve("runs/sst2", host="127.0.0.1", port=8080)        # what `sslm serve` runs (SIGTERM drains, exits 0)
 
 Routes: POST /v1/classify, /v1/fill-mask, /v1/embed, /v1/generate (shapes in service_schemas.py), each answered when
-the model supports it and 404 with the reason otherwise; GET /healthz (200 once warm; 503 while warming up, draining
+the model supports it and 404 with the reason otherwise; GET (or HEAD) /healthz (200 once warm; 503 while warming up, draining
 or failed, with the state in the body: any answer means the process is live); GET /metrics (Prometheus text).
 
 Why FastAPI + uvicorn, not litserve: litserve runs inference in worker processes fed through multiprocessing queues,
@@ -258,7 +258,7 @@ def create_app(
         reason = f"no route {request.url.path}; routes: {', '.join(KNOWN_PATHS)}" if e.status_code == 404 else e.detail
         return _json(e.status_code, {"error": reason}, getattr(e, "headers", None))
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with either
     async def healthz():
         body = {"status": service.state, "model": dict(backend.description), "routes": list(backend.runners)}
         return _json(200 if service.state == "ready" else 503, body)
