@@ -314,7 +314,9 @@ COMMAND_FLAGS = {
     "eval": ("workdir", "eval-steps"),
     "predict": ("workdir", "input", "output", "text-field"),
     "fill-mask": ("workdir", "top-k"),
-    "generate": ("workdir", "input", "output", "top-k", "max-new-tokens", "temperature", "top-p", "seed", "num-samples"),
+    "generate": (
+        "workdir", "input", "output", "top-k", "max-new-tokens", "temperature", "top-p", "seed", "num-samples"
+    ),  # fmt: skip
     "export-hf": ("workdir", "out"),
     "serve": ("workdir", *_SERVE),
     "quantize": ("workdir", "out", "mode"),
@@ -450,7 +452,7 @@ class _LibraryInfoFilter(logging.Filter):
     thread, which reports it as one line (`training/disk_full.py`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.pathname.endswith("xla_bridge.py"):  # "Unable to initialize backend 'tpu'" on every machine without one
+        if record.pathname.endswith("xla_bridge.py"):  # "Unable to initialize backend 'tpu'" on machines without one
             return record.levelno >= logging.WARNING
         if "orbax" not in record.pathname:
             return True

@@ -128,7 +128,10 @@ def _inspect(path: str, *, format: str, text_field: str) -> tuple[list[str] | No
                 return None, _check_jsonl(path, lines, text_field)
             header, _ = table_reader(lines, format)
             if text_field not in header:
-                raise DataError(f"{path} has no column {text_field!r} in its header {header}; name the text column (data.text_field, or --text-field)")
+                raise DataError(
+                    f"{path} has no column {text_field!r} in its header {header}; name the text column "
+                    "(data.text_field, or --text-field)"
+                )
             return header, any(line.strip() for line in lines)
 
 
@@ -136,7 +139,10 @@ def _check_jsonl(path: str, lines, text_field: str) -> bool:
     """The first non-blank line must be a JSON object with a string `text_field`; False if there is none."""
     for where, record in json_records(lines, path):
         if not isinstance(record.get(text_field), str):
-            raise DataError(f"{where} has no string field {text_field!r} (fields: {sorted(record)}); name the text field (data.text_field, or --text-field)")
+            raise DataError(
+                f"{where} has no string field {text_field!r} (fields: {sorted(record)}); name the text field "
+                "(data.text_field, or --text-field)"
+            )
         return True
     return False
 

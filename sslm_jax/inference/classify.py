@@ -156,7 +156,9 @@ def read_examples(path: str | os.PathLike, *, text_fields: Sequence[str]) -> lis
     path = os.fspath(path)
     fields = tuple(text_fields)
     if not files.is_file(path):
-        raise DataError(f"input {path} is a folder; name a file" if os.path.isdir(path) else f"input file {path} does not exist")
+        if os.path.isdir(path):
+            raise DataError(f"input {path} is a folder; name a file")
+        raise DataError(f"input file {path} does not exist")
     name = path.lower().removesuffix(".gz")
     fmt = next((f for f in files.RECORD_FORMATS if name.endswith("." + f)), "text")
     if fmt == "text" and len(fields) != 1:

@@ -5,8 +5,8 @@
     serve("runs/sst2", host="127.0.0.1", port=8080)        # what `sslm serve` runs (SIGTERM drains, exits 0)
 
 Routes: POST /v1/classify, /v1/fill-mask, /v1/embed, /v1/generate (shapes in service_schemas.py), each answered when
-the model supports it and 404 with the reason otherwise; GET (or HEAD) /healthz (200 once warm; 503 while warming up, draining
-or failed, with the state in the body: any answer means the process is live); GET /metrics (Prometheus text).
+the model supports it and 404 with the reason otherwise; GET or HEAD /healthz (200 once warm; 503 while warming up,
+draining or failed, with the state in the body: any answer means the process is live); GET /metrics (Prometheus text).
 
 Why FastAPI + uvicorn, not litserve: litserve runs inference in worker processes fed through multiprocessing queues,
 which pickle every request (this service uses no pickle), and brings its own batching loop, where ours must pad to

@@ -115,7 +115,8 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool) -> Iterator[pa
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as e:  # a parent that is a file, a read-only place, /proc/...: nothing was written
-        raise CheckpointError(f"cannot create {path} ({e.strerror or type(e).__name__}): choose another output directory") from None
+        why = e.strerror or type(e).__name__
+        raise CheckpointError(f"cannot create {path} ({why}): choose another output directory") from None
     try:
         yield tmp
         replace_dir(tmp, path)
