@@ -38,6 +38,18 @@ def check_can_create(path: str | os.PathLike, *, setting: str) -> pathlib.Path:
     return path
 
 
+def check_new_directory(path: str | os.PathLike, *, setting: str) -> pathlib.Path:
+    """`path` as a Path, refused (one line) unless it is absent or an empty folder, in an existing, writable folder."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise SslmError(f"{setting}={path} is a file; name a new directory")
+    if path.exists() and any(path.iterdir()):
+        raise SslmError(f"{setting}={path} exists and is not empty; name a new directory")
+    if not path.parent.exists():
+        raise SslmError(f"{setting}={path}: its folder {path.parent} does not exist")
+    return check_can_create(path, setting=setting)  # a parent that is a file, or one this process cannot write in
+
+
 def check_new_file(path: str | os.PathLike, *, setting: str) -> pathlib.Path:
     """`path` as a Path, refused (one line) if anything exists there, or if its folder is missing or unwritable."""
     path = pathlib.Path(path)

@@ -39,7 +39,7 @@ from sslm_jax.errors import CheckpointError, SslmError
 from sslm_jax.inference import quantize
 from sslm_jax.inference.loading import LoadedModel
 from sslm_jax.models import bert, gpt, registry
-from sslm_jax.output_paths import check_can_create
+from sslm_jax.output_paths import check_new_directory
 
 MANIFEST, PARAMS, RUN_CONFIG, VOCAB = "compressed.json", "params.npz", "config.json", "vocab"
 FORMAT, VERSION = "sslm-compressed", 1
@@ -53,14 +53,7 @@ def is_compressed(path: str | os.PathLike) -> bool:
 
 def check_out_dir(out: str | os.PathLike) -> pathlib.Path:
     """`out` as a Path, refused (one line) when it exists and is not an empty directory: nothing is overwritten."""
-    out = pathlib.Path(out)
-    if out.exists() and not out.is_dir():
-        raise SslmError(f"--out={out} is a file; name a new directory")
-    if out.exists() and any(out.iterdir()):
-        raise SslmError(f"--out={out} exists and is not empty; name a new directory")
-    if not out.parent.exists():
-        raise SslmError(f"--out={out}: its folder {out.parent} does not exist")
-    return check_can_create(out, setting="--out")  # a parent that is a file, or one this process cannot write in
+    return check_new_directory(out, setting="--out")
 
 
 def write_atomically(out: pathlib.Path, fill) -> pathlib.Path:

@@ -86,8 +86,7 @@ def get(name: str) -> ModelFamily:
     if name not in _FAMILIES and name in BUILTIN:
         register(importlib.import_module(BUILTIN[name]).FAMILY)
     if name not in _FAMILIES:
-        known = sorted(set(BUILTIN) | set(_FAMILIES))
-        raise ConfigError(f"config.model.family={name!r} is unknown; use one of {', '.join(known)}")
+        raise ConfigError(f"config.model.family={name!r} is unknown; use one of {', '.join(names())}")
     return _FAMILIES[name]
 
 

@@ -72,8 +72,9 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
         spec = validation.validate(config)  # every check that needs no data, before the workdir is touched
         if preemption.requested and jax.process_count() == 1:  # stopped while starting: leave the workdir alone
             return _stop_before_training(preemption)
-        existed = pathlib.Path(os.fspath(workdir)).exists()
-        fresh = _is_fresh(pathlib.Path(os.fspath(workdir)))
+        requested = pathlib.Path(os.fspath(workdir))
+        existed = requested.exists()
+        fresh = not existed or (requested.is_dir() and not any(requested.iterdir()))
         workdir = pathlib.Path(os.fspath(checkpointing.check_workdir(workdir)))
         managers = []  # closed if the disk fills, so no background save is left running
         try:
@@ -89,10 +90,6 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
             if fresh and jax.process_count() == 1 and not _started(workdir):
                 shutil.rmtree(workdir) if not existed else _empty(workdir)
             raise
-
-
-def _is_fresh(workdir: pathlib.Path) -> bool:
-    return not workdir.exists() or (workdir.is_dir() and not any(workdir.iterdir()))
 
 
 def _started(workdir: pathlib.Path) -> bool:
