@@ -38,7 +38,7 @@ flags.DEFINE_string(
     "one per line (\\n for a newline) or a .jsonl file's \"prompt\" fields."
 )
 flags.DEFINE_integer("vocab-size", 8192, "train-tokenizer: vocabulary size, special tokens included.")
-flags.DEFINE_string("out", None, "train-tokenizer / export-hf: output directory.")
+flags.DEFINE_string("out", None, "the output directory to create (it must be new or empty).")
 flags.DEFINE_bool("lower-case", True, "train-tokenizer: lower-case and strip accents (uncased BERT; wordpiece only).")
 flags.DEFINE_string("kind", "wordpiece", "train-tokenizer: wordpiece (BERT's vocab.txt) | bpe (GPT-2's vocab.json + merges.txt).")
 flags.DEFINE_string("format", "text", "train-tokenizer: text | lines | jsonl | tsv | csv.")
@@ -52,7 +52,9 @@ config_flags.DEFINE_config_file(
     "config", None, "pretrain / finetune: configs/NAME.py[:variant]; override fields with --config.key=value.",
     lock_config=True,
 )  # fmt: skip
-flags.DEFINE_string("workdir", None, "pretrain / finetune / eval / predict / fill-mask / export-hf: the run's folder.")
+flags.DEFINE_string(
+    "workdir", None, "the run's folder (commands that read a model also take an exported, quantized or pruned one)."
+)
 
 # --- eval / predict / fill-mask / export-hf (workdir: a run's folder; predict / fill-mask: or a Hugging Face dir) ---
 flags.DEFINE_integer("eval-steps", 0, "eval: batches to evaluate; 0 = the whole eval split.")
@@ -341,10 +343,33 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+_HELP_WORDS = ("help", "-h", "--help", "-help", "--helpshort", "--helpfull")
+
+
+def _help_text(args: list[str]) -> str | None:
+    """What `sslm help [command]`, `sslm --help` or `sslm <command> --help` prints (absl's own --help would list
+    only its flags); None when help was not asked for."""
+    if not any(a in _HELP_WORDS for a in args[:1]) and not any(a in _HELP_WORDS[1:] for a in args):
+        return None
+    name = next((a for a in args if a in COMMANDS), None)
+    if name is None:
+        return _usage() + "\n\n`sslm <command> --help` lists a command's flags."
+    help_text = COMMANDS[name][0]
+    lines = [f"usage: sslm {name} [--flag=value ...]", "", f"{help_text[:1].upper()}{help_text[1:]}.", "", "flags:"]
+    for flag in COMMAND_FLAGS[name]:
+        default = FLAGS[flag].default
+        shown = "" if default is None or flag == "config" else f" (default: {FLAGS[flag].default_as_str.strip(chr(39))})"
+        lines.append(f"  --{flag}{shown}")
+        lines.append(f"      {FLAGS[flag].help}")
+    return "\n".join(lines)
+
+
 def _main(argv):
-    if len(argv) < 2 or argv[1] not in COMMANDS:
-        given = f"unknown command {argv[1]!r}\n" if len(argv) >= 2 else ""
-        print(given + _usage(), file=sys.stderr)
+    if len(argv) < 2:
+        print(_usage(), file=sys.stderr)
+        sys.exit(2)
+    if argv[1] not in COMMANDS:  # one line, like every other bad input; `sslm` alone prints the usage
+        print(f"sslm: error: unknown command {argv[1]!r}; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     name = argv[1]
     try:
@@ -441,6 +466,10 @@ def run():
     # A save that failed (a full disk) leaves Orbax's un-awaited coroutine behind; Python would warn about it at
     # exit, after the one-line error.
     warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+    help_text = _help_text(sys.argv[1:])
+    if help_text is not None:
+        print(help_text)
+        sys.exit(0)
     app.call_after_init(_quiet_library_info)
     app.run(_main, flags_parser=_parse_flags)
 

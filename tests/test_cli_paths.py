@@ -91,3 +91,30 @@ def test_every_flag_belongs_to_a_command():
     defined = {flag.name for flag in flags.FLAGS.get_key_flags_for_module(main)}
     assert defined == {flag for used in main.COMMAND_FLAGS.values() for flag in used}
     assert set(main.COMMAND_FLAGS) == set(main.COMMANDS)
+
+
+def test_an_unknown_command_is_one_line():
+    out = sslm("pretrian", "--workdir=x", check=False)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("sslm: error: unknown command 'pretrian'; commands: pretrain, finetune"), lines[0]
+
+
+@pytest.mark.parametrize("args", [("--help",), ("help",), ("-h",)])
+def test_help_lists_the_commands(args):
+    import sslm_jax.main as main
+
+    out = sslm(*args)
+    assert out.stdout.startswith("usage: sslm <command>") and not out.stderr.strip(), out.stderr
+    assert all(f"  {name} " in out.stdout for name in main.COMMANDS)
+
+
+@pytest.mark.parametrize("args", [("generate", "--help"), ("help", "generate"), ("generate", "-h")])
+def test_a_commands_help_lists_exactly_the_flags_it_reads(args):
+    import sslm_jax.main as main
+
+    out = sslm(*args)
+    assert out.stdout.startswith("usage: sslm generate "), out.stdout
+    listed = [line.split()[0][2:] for line in out.stdout.splitlines() if line.startswith("  --")]
+    assert listed == list(main.COMMAND_FLAGS["generate"])
+    assert "  --max-new-tokens (default: 64)" in out.stdout.splitlines()
