@@ -81,10 +81,10 @@ def validate_settings(data_config, *, max_position_embeddings: int) -> None:
         )
     if c.masking not in MASKING:
         raise ConfigError(f"config.data.masking={c.masking!r} is unknown; use one of {', '.join(MASKING)}")
-    if c.masking == "span" and c.tokenizer != "wordpiece":
+    if c.tokenizer != "wordpiece":  # rows are [CLS] a [SEP] (b [SEP]) with [MASK]s; word/span units are "##" pieces
         raise ConfigError(
-            f"config.data.masking='span' counts span lengths in WordPiece words (\"##\" pieces); it needs "
-            f"config.data.tokenizer='wordpiece', not {c.tokenizer!r}"
+            f"config.data.tokenizer={c.tokenizer!r}: masked-LM pretraining needs BERT's [CLS], [SEP] and [MASK] "
+            f"tokens and \"##\" word pieces; use config.data.tokenizer='wordpiece' (byte-level BPE is for causal LMs)"
         )
     if c.max_seq_len < MIN_SEQ_LEN:
         raise ConfigError(f"config.data.max_seq_len={c.max_seq_len} is below {MIN_SEQ_LEN}; use 128 or 512")
