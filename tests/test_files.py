@@ -84,8 +84,13 @@ def test_read_errors_are_one_line(tmp_path, content, match):
 def test_records_of_each_format():
     assert list(files.records(['a,b\n', '"x, y",2\n', "\n"], "f.csv", "csv")) == [("f.csv:2", {"a": "x, y", "b": "2"})]
     assert list(files.records(["\n", '{"a": 1}\n'], "f.jsonl", "jsonl")) == [("f.jsonl:2", {"a": 1})]
-    header, rows = files.table_reader([" a \tb\n", '"x\ty\n'], "tsv")
+    header, rows = files.table_reader([" a \tb\n", '"x\ty\n'], "tsv", "f.tsv")
     assert header == ["a", "b"] and list(rows) == [['"x', "y"]]  # tsv: quotes are text
+    # A line of spaces is blank (it was one field where the header has 2); a repeated column name is refused (the
+    # pretraining reader took the first, fine-tuning's the last).
+    assert list(files.records(["a\tb\n", "   \n", "1\t2\n"], "f.tsv", "tsv")) == [("f.tsv:3", {"a": "1", "b": "2"})]
+    with pytest.raises(DataError, match=r"^f.csv: the header names column 'text' twice; give each column its own"):
+        list(files.records(["text,text,label\n", "x,y,1\n"], "f.csv", "csv"))
     with pytest.raises(DataError, match=r"^f.tsv:3: 3 tsv fields where the header has 2$"):
         list(files.records(["a\tb\n", "1\t2\n", "1\t2\t3\n"], "f.tsv", "tsv"))
     with pytest.raises(DataError, match=r"^f.jsonl:1 is not a JSON object \(Expecting value\)"):

@@ -298,6 +298,14 @@ def test_collected_labels_sort_numerically(tmp_path, tok):
     assert info.label_names == ("0", "2", "10")
 
 
+def test_json_labels_1_and_1_point_0_are_one_class(tmp_path, tok):
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(json.dumps({"text": w, "label": n}) + "\n" for w, n in zip(WORDS, [1, 1.0, 0, 0.0, 2])))
+    c = _data_config(source="files", format="jsonl", train_files=str(path), eval_files=str(path))
+    _, info = ft.create_classification_dataset(c, tok, split="train", per_host_batch=2, seed=0)
+    assert info.label_names == ("0", "1", "2")
+
+
 # --- Bad input -------------------------------------------------------------------------------------------------------
 
 

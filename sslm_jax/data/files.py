@@ -184,24 +184,29 @@ def reading(path: str | os.PathLike, *, setting: str = ""):
 # --- Records ------------------------------------------------------------------------------------------------------
 
 
-def table_reader(lines: Iterable[str], fmt: str) -> tuple[list[str], Iterator[list[str]]]:
+def table_reader(lines: Iterable[str], fmt: str, path: str) -> tuple[list[str], Iterator[list[str]]]:
     """(column names from the header row, stripped; a csv reader positioned on the first data row).
 
     tsv is read without quote handling, as GLUE's own files are (their sentences contain bare quotes).
     Example: ["a\\tb\\n", '"x\\ty\\n'] with "tsv" -> (["a", "b"], reader yielding ['"x', "y"]).
+    A column name given twice is a DataError: which of the two a reader took would be arbitrary.
     """
     if fmt not in TABLE_FORMATS:
         raise ValueError(f"table format {fmt!r} is not one of {TABLE_FORMATS}")
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(lines)
-    return [name.strip() for name in next(reader, [])], reader
+    header = [name.strip() for name in next(reader, [])]
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"{path}: the header names column {repeated[0]!r} twice; give each column its own name")
+    return header, reader
 
 
 def table_records(lines: Iterable[str], path: str, fmt: str) -> Iterator[tuple[str, dict[str, str]]]:
     """("path:line", {column: value}) for each data row of a tsv/csv file whose first row names the columns."""
-    header, reader = table_reader(lines, fmt)
+    header, reader = table_reader(lines, fmt, path)
     for row in reader:
-        if not row:
-            continue  # a blank line
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # a blank line, or one of spaces only
         where = f"{path}:{reader.line_num}"
         if len(row) != len(header):
             raise DataError(f"{where}: {len(row)} {fmt} fields where the header has {len(header)}")

@@ -373,9 +373,12 @@ def _read_rows(setting: str, patterns: str, *, fmt: str, text_fields, label_fiel
 
 
 def _label_text(value: Any, where: str) -> str:
-    """Labels are compared as text: "pos" stays "pos", JSON 1 becomes "1", true becomes "true"."""
+    """Labels are compared as text: "pos" stays "pos", JSON 1 and 1.0 both become "1" (one class, not two), true
+    becomes "true"."""
     if isinstance(value, str):
         return value.strip()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)
     raise DataError(f"{where}: the label {shown(value)} is not a string or a number")

@@ -126,7 +126,7 @@ def _inspect(path: str, *, format: str, text_field: str) -> tuple[list[str] | No
                 return None, any(line.strip() for line in lines)
             if format == "jsonl":
                 return None, _check_jsonl(path, lines, text_field)
-            header, _ = table_reader(lines, format)
+            header, _ = table_reader(lines, format, path)
             if text_field not in header:
                 raise DataError(
                     f"{path} has no column {text_field!r} in its header {header}; name the text column "
