@@ -9,7 +9,7 @@ import tensorflow as tf
 from configs import base
 from sslm_jax.data import causal_sft
 from sslm_jax.data.pretraining import PipelineIterator
-from sslm_jax.errors import DataError
+from sslm_jax.errors import ConfigError, DataError
 
 
 class ToyTokenizer:
@@ -45,6 +45,17 @@ def test_a_row_without_response_is_one_line(tmp_path):
     config = _config(tmp_path, [{"prompt": "w1", "response": "w2"}, {"prompt": "w3"}])
     with pytest.raises(DataError, match=r"train.jsonl:2 has no text field 'response'"):
         causal_sft.split_pairs(config, "train")
+
+
+def test_a_hold_out_that_leaves_no_split_is_one_line(tmp_path):
+    """One example with eval_fraction 0.1 held it out and trained on nothing (a TypeError followed); eval_fraction 0
+    still held one example out."""
+    config = _config(tmp_path, [{"prompt": "w1", "response": "w2"}])
+    with pytest.raises(DataError, match=r"^data.train_files has 1 example\(s\): holding out data.eval_fraction=0.25"):
+        causal_sft.split_pairs(config, "train")
+    config.eval_fraction = 0.0
+    with pytest.raises(ConfigError, match=r"^data.eval_fraction=0.0 must be in \(0, 1\) when data.eval_files is"):
+        causal_sft.split_pairs(config, "eval")
 
 
 def test_held_out_split_is_fixed_and_disjoint(tmp_path):

@@ -66,6 +66,14 @@ def read_pairs(patterns: str, *, fmt: str, prompt_field: str, response_field: st
     return pairs
 
 
+def check_eval_fraction(data_config) -> float:
+    """`data.eval_fraction`, which must be in (0, 1) when no eval files are given; a ConfigError if not."""
+    fraction = data_config.eval_fraction
+    if not data_config.eval_files and not 0 < fraction < 1:
+        raise ConfigError(f"data.eval_fraction={fraction} must be in (0, 1) when data.eval_files is empty")
+    return fraction
+
+
 def split_pairs(data_config, split: str):
     """The examples of `split`: the eval files, or a fixed held-out fraction of the train files."""
     prompt_field, response_field = fields(data_config)
@@ -77,9 +85,15 @@ def split_pairs(data_config, split: str):
     if data_config.eval_files:
         return read(data_config.train_files, "data.train_files") if split == "train" else read(
             data_config.eval_files, "data.eval_files")  # fmt: skip
+    fraction = check_eval_fraction(data_config)
     pairs = read(data_config.train_files, "data.train_files")
     order = np.random.default_rng(HOLD_OUT_SEED).permutation(len(pairs))
-    held = max(1, math.ceil(data_config.eval_fraction * len(pairs)))
+    held = max(1, math.ceil(fraction * len(pairs)))
+    if held >= len(pairs):
+        raise DataError(
+            f"data.train_files has {len(pairs)} example(s): holding out data.eval_fraction={fraction} leaves none "
+            "to train on; add examples or set data.eval_files"
+        )
     chosen = order[:held] if split == "eval" else order[held:]
     return [pairs[i] for i in sorted(chosen)]
 

@@ -28,6 +28,7 @@ def validate(config) -> None:
 
     require_head(config, HEAD)
     causal_sft.fields(config.data)
+    causal_sft.check_eval_fraction(config.data)
     limit = config.model.max_position_embeddings
     if not 4 <= config.data.max_seq_len <= limit:
         raise ConfigError(f"config.data.max_seq_len={config.data.max_seq_len} must be between 4 and {limit}")
