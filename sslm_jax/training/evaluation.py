@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from sslm_jax.checkpoints import layout, transplant
-from sslm_jax.errors import CheckpointError, ConfigError
+from sslm_jax.errors import CheckpointError, ConfigError, DataError
 from sslm_jax.training import optim, runners, validation
 from sslm_jax.training.state import TrainState
 
@@ -40,10 +40,21 @@ def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, floa
         elif batch is None:
             break
         if batch is None:
-            batch = jax.tree.map(np.zeros_like, template)
+            batch = _padding_batch(eval_data, template)
         template = batch
         outputs.append(jax.device_get(runner.evaluate(params, runner.put(batch))))
     return task.summarize(outputs)
+
+
+def _padding_batch(eval_data, template):
+    """An all-padding batch (zero weights): zeros shaped like this host's last batch, or for a host whose share of
+    the split is empty, like the dataset's batches (eval pipelines pad every batch to the per-host size)."""
+    if template is not None:
+        return jax.tree.map(np.zeros_like, template)
+    spec = eval_data.element_spec
+    if not all(s.shape.is_fully_defined() for s in jax.tree.leaves(spec)):
+        raise DataError(f"process {jax.process_index()} has no eval data and its eval batches have no fixed shape")
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
 
 
 def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):

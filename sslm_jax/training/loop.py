@@ -27,7 +27,7 @@ import numpy as np
 from absl import logging
 
 from sslm_jax.checkpoints import layout, transplant
-from sslm_jax.errors import SslmError
+from sslm_jax.errors import DataError, SslmError
 from sslm_jax.training import checkpointing, disk_full, flops, optim, reporting, runners, validation
 from sslm_jax.training.evaluation import evaluate
 from sslm_jax.training.preemption import Interrupted, PreemptionHandler
@@ -90,6 +90,18 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
             if fresh and jax.process_count() == 1 and not _started(workdir):
                 shutil.rmtree(workdir) if not existed else _empty(workdir)
             raise
+
+
+def _next_batch(train_iter):
+    """The next training batch. The training split repeats forever, so running out means this host's share of it
+    is empty (with several hosts: fewer documents or examples than hosts)."""
+    try:
+        return next(train_iter)
+    except StopIteration:
+        raise DataError(
+            f"process {jax.process_index()} of {jax.process_count()} has no training data: its share of the training "
+            "split is empty (fewer documents or examples than processes?); add data or use fewer processes"
+        ) from None
 
 
 def _started(workdir: pathlib.Path) -> bool:
@@ -192,7 +204,7 @@ def _train(config, workdir: pathlib.Path, spec, preemption: PreemptionHandler, m
     bar = progress if progress is not None else contextlib.nullcontext()
     with bar:
         for step in range(start_step + 1, config.total_steps + 1):
-            state, metrics = runner.train(state, runner.put(next(train_iter)), rng)
+            state, metrics = runner.train(state, runner.put(_next_batch(train_iter)), rng)
             metrics = runner.metrics(metrics)
             losses.append((step, metrics["loss"], metrics["param_norm"]))
             last = step == config.total_steps
