@@ -162,10 +162,40 @@ def test_jsonl_without_the_field(tmp_path):
 
 
 def test_jsonl_field_missing_further_down_stops_the_pipeline(tmp_path):
+    from sslm_jax.data.pretraining import numpy_batches
+
     _write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"body": "no text here"}\n')
     docs = sources.file_documents(str(tmp_path / "a.jsonl"), format="jsonl")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="without a string field.*text.*a.jsonl.*no text here"):
-        list(docs)
+    with pytest.raises(DataError, match=r'^jsonl line without a string field text in .*a.jsonl: \{"body": "no text h'):
+        list(numpy_batches(docs))
+
+
+@pytest.mark.parametrize(
+    "fmt, bad, shown",
+    [
+        ("tsv", "b\t2\t3", r"a tsv line of .*/a.tsv is not 2 fields as its header has: b\\t2\\t3$"),
+        ("csv", 'he said "hi" twice,1', r'a csv line of .*/a.csv is not 2 fields as its header has \(quotes only around '
+                                        r'a whole field\): he said "hi" twice,1$'),
+        ("csv", '"a quoted field that spans', r"a csv line of .*/a.csv is not 2 fields .*: \"a quoted field that spans$"),
+        ("csv", "1,2,3", r"a csv line of .*/a.csv is not 2 fields"),
+    ],
+    ids=["tsv-extra-field", "csv-bare-quotes", "csv-two-lines", "csv-extra-field"],
+)
+def test_a_bad_table_line_further_down_is_one_line_naming_the_file(tmp_path, fmt, bad, shown):
+    """tf.io.decode_csv's own errors named neither the file nor the line ("Expect 2 fields but have 3 in record 87",
+    the index inside a vector of lines)."""
+    from sslm_jax.data.pretraining import numpy_batches
+
+    sep = "," if fmt == "csv" else "\t"
+    good = [f"fine{sep}1", f'"quoted, with "" inside"{sep}2' if fmt == "csv" else f'bare "quotes"{sep}2']
+    _write(tmp_path / f"a.{fmt}", f"text{sep}label\n" + "\n".join(good * 300 + [bad, "two lines\"" + sep + "0"]) + "\n")
+    docs = sources.file_documents(str(tmp_path / f"a.{fmt}"), format=fmt)
+    with pytest.raises(DataError, match=shown) as e:
+        list(numpy_batches(docs))
+    assert "\n" not in str(e.value)
+    _write(tmp_path / f"a.{fmt}", f"text{sep}label\n" + "\n".join(good * 3) + "\n")  # valid rows pass the check
+    expected = ["fine", 'quoted, with " inside' if fmt == "csv" else 'bare "quotes"'] * 3
+    assert [d.decode() for d in numpy_batches(sources.file_documents(str(tmp_path / f"a.{fmt}"), format=fmt))] == expected
 
 
 def test_tsv_without_the_column(tmp_path):

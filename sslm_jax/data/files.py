@@ -12,6 +12,8 @@ Pretraining sources (`sources.py`), fine-tuning files (`labelled_sources.py`) an
   opening   a name ending in .gz is decompressed; text is UTF-8, a leading byte-order mark is dropped.
   records   tsv: a header row naming the columns, fields taken literally (no quoting: GLUE style); csv: the same
             with "," and "..." quoting (RFC 4180); jsonl: one JSON object per line. Blank lines are skipped.
+            Pretraining decodes tsv/csv in the input graph, more strictly: one record per line, and quotes only
+            around a whole field (`he said "hi"` unquoted, accepted here, stops the pipeline naming its file).
 Errors are one-line `DataError`s naming the file (and line), prefixed with the setting when one is given.
 
 TensorFlow is imported only for URLs, so a mistyped local path is reported before its slow start-up.

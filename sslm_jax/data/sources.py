@@ -31,8 +31,9 @@ divided into contiguous, equal ranges of examples (`tfds.even_splits`).
 
 Errors that can be found before training (a glob that matches nothing, a binary or empty corpus, a missing jsonl
 field or tsv column, an unknown or unprepared TFDS dataset) raise `DataError` when the dataset is built, before
-TensorFlow is even imported for local files. A jsonl line further down that lacks the field stops the pipeline
-with an InvalidArgumentError naming the file and the field.
+TensorFlow is even imported for local files. A jsonl line further down that lacks the field, or a tsv/csv line
+that is not one record of the header's fields, stops the pipeline with an InvalidArgumentError naming the file and
+showing the line (`pipeline_error` turns it into a one-line DataError).
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ def _read_file(path, compression, *, format: str, column: int | None, num_column
     if format == "jsonl":
         return batches.map(lambda batch: _json_field_or_fail(batch, text_field, path)).unbatch()
     quoted = format == "csv"
-    return batches.map(
-        lambda batch: tf.io.decode_csv(
-            batch, [""] * num_columns, field_delim="," if quoted else "\t", use_quote_delim=quoted
-        )[column]
-    ).unbatch()
+
+    def decode(batch):
+        batch = _table_rows_or_fail(batch, format, num_columns, path)
+        return tf.io.decode_csv(batch, [""] * num_columns, field_delim="," if quoted else "\t", use_quote_delim=quoted)
+
+    return batches.map(lambda batch: decode(batch)[column]).unbatch()
 
 
 def _join_paragraphs(lines):
@@ -265,6 +267,22 @@ def _json_unescape(quoted):
     return tf.strings.reduce_join(pieces.with_flat_values(out), axis=1)
 
 
+def _table_rows_or_fail(lines, format: str, num_columns: int, path):  # noqa: A002
+    """tsv/csv lines [N], checked to be `num_columns` fields each; stops the pipeline on one that is not, naming the
+    file and the line (decode_csv's own error names neither: "Expect 2 fields but have 3 in record 87", the index
+    inside a vector of lines). csv follows decode_csv's rules: quotes only around a whole field, "" inside them, and
+    one record per line."""
+    tf = _tf()
+    field = '"(?:[^"]|"")*"|[^",]*' if format == "csv" else "[^\t]*"
+    sep = "," if format == "csv" else "\t"
+    ok = tf.strings.regex_full_match(lines, f"(?:{field})(?:{sep}(?:{field})){{{num_columns - 1}}}")
+    first_bad = tf.strings.substr(tf.boolean_mask(lines, ~ok)[:1], 0, 200)
+    rule = f"{num_columns} fields as its header has" + (" (quotes only around a whole field)" if sep == "," else "")
+    check = tf.debugging.Assert(tf.reduce_all(ok), [f"a {format} line of", path, f"is not {rule}:", first_bad])
+    with tf.control_dependencies([check]):
+        return tf.identity(lines)
+
+
 def _json_field_or_fail(lines, field: str, path):
     """JSON lines [N] -> their string `field` [N]; stops the pipeline on a line without it, naming the file."""
     tf = _tf()
@@ -275,6 +293,18 @@ def _json_field_or_fail(lines, field: str, path):
     )
     with tf.control_dependencies([check]):
         return tf.identity(values)
+
+
+def pipeline_error(error: Exception) -> DataError | None:
+    """The one-line DataError for an InvalidArgumentError that a check above raised while the pipeline ran (a bad line
+    deep in a file), e.g. 'a tsv line of data/a.tsv is not 2 fields as its header has: b\\t2\\t3'; None for any
+    other error. tf.debugging.Assert prints each datum in brackets after "assertion failed: "."""
+    message = getattr(error, "message", str(error))
+    if "assertion failed: [" not in message:
+        return None
+    printed = message.split("assertion failed: [", 1)[1].split("\n", 1)[0].rstrip()
+    parts = printed.removesuffix("]").split("] [")
+    return DataError(" ".join(parts).replace('\\"', '"').replace(" :", ":"))
 
 
 # --- TFDS -------------------------------------------------------------------------------------------------------

@@ -29,8 +29,10 @@ def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, floa
     Hosts can hold different numbers of eval batches; one that has run out feeds all-padding batches (zero
     weights) until every host is done, so the collective eval step never waits for a missing participant.
     """
+    from sslm_jax.data.pretraining import numpy_batches  # TensorFlow: the caller built a tf.data pipeline already
+
     params = runner.params(state)
-    outputs, it, template = [], iter(eval_data.as_numpy_iterator()), None
+    outputs, it, template = [], numpy_batches(eval_data), None
     while not max_batches or len(outputs) < max_batches:
         batch = next(it, None)
         if jax.process_count() > 1:
