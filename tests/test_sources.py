@@ -16,7 +16,7 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from sslm_jax.data import sources  # noqa: E402
+from sslm_jax.data import graph_records, sources  # noqa: E402
 from sslm_jax.errors import ConfigError, DataError  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_json_string_field_edge_cases():
         "",
         '{"text": ""}',
     ]
-    values, found = sources.json_string_field(lines, "text")
+    values, found = graph_records.json_string_field(lines, "text")
     assert found.numpy().tolist() == [True, True, True, False, False, False, False, True]
     assert [v.decode() for v in values.numpy()] == ["dup2", "spaced", "😀 pair, lone \ufffd", "", "", "", "", ""]
 

@@ -304,9 +304,9 @@ def data_errors():
     try:
         yield
     except tf.errors.InvalidArgumentError as e:
-        from sslm_jax.data import sources
+        from sslm_jax.data import graph_records
 
-        error = sources.pipeline_error(e)
+        error = graph_records.pipeline_error(e)
         if error is None:
             raise
         raise error from None
