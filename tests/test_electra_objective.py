@@ -172,3 +172,27 @@ def test_config_with_a_non_positive_replacement_temperature_is_refused():
     config.replacement_temperature = 0.0
     with pytest.raises(ConfigError, match="replacement_temperature=0.0 must be > 0"):
         validation.validate(config)
+
+
+def test_a_padded_slot_that_repeats_a_real_position_changes_nothing(model_and_params):
+    """Padded slots (weight 0) were scattered too: one that repeated a real slot's position could write [MASK] back
+    over the restored original, or its own value over the generator's sample (which write won is unspecified)."""
+    model, params = model_and_params
+    original, batch = _batch()
+    assert batch["masked_weights"][0, -1] == 0
+    repeated = dict(batch, masked_positions=batch["masked_positions"].copy(), masked_ids=batch["masked_ids"].copy())
+    repeated["masked_positions"][0, -1] = batch["masked_positions"][0, 0]  # the padded slot names a real position
+    repeated["masked_ids"][0, -1] = 10**6  # and holds an id past the vocabulary
+    np.testing.assert_array_equal(np.asarray(objective.original_ids(repeated)), original)
+    loss_fn = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
+    loss, sums = loss_fn(params, batch, jax.random.key(5), deterministic=True)
+    loss_r, sums_r = loss_fn(params, repeated, jax.random.key(5), deterministic=True)
+    assert float(loss_r) == float(loss) and all(float(sums_r[k]) == float(sums[k]) for k in sums)
+
+
+def test_training_without_an_rng_is_refused(model_and_params):
+    """The other objectives fail in Flax without a dropout key; this one silently sampled with the eval key."""
+    loss_fn = objective.make_electra_loss(model_and_params[0], disc_weight=50.0, mask_id=MASK_ID,
+                                          segment_attention=False)  # fmt: skip
+    with pytest.raises(ValueError, match="ElectraLoss samples replacements: pass an rng"):
+        loss_fn(model_and_params[1], _batch()[1], None)

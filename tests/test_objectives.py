@@ -110,3 +110,45 @@ def test_segment_attention_uses_segment_ids(model_and_params):
     assert float(with_segments(params, batch, None, True)[0]) != float(without(params, batch, None, True)[0])
     batch["segment_ids"] = batch["attention_mask"].copy()  # one document per row: the same attention
     np.testing.assert_allclose(with_segments(params, batch, None, True)[0], without(params, batch, None, True)[0])
+
+
+def test_padded_slots_may_hold_any_label_or_position(model_and_params):
+    """A weight-0 slot holding HF's -100, an id past the vocabulary or a position past the row gathered NaN, and
+    NaN x 0 is NaN: the loss, then every parameter after the update, became NaN."""
+    model, params = model_and_params
+    loss_fn = make_pretraining_loss(model, use_nsp=True, segment_attention=False)
+    batch = random_batch(8, seed=3)
+    padded = batch["masked_weights"] == 0
+    assert padded.any()
+    wild = dict(batch)
+    wild["masked_ids"] = np.where(padded, np.array([-100, 10**6])[np.arange(padded.size) % 2].reshape(padded.shape),
+                                  batch["masked_ids"])  # fmt: skip
+    wild["masked_positions"] = np.where(padded, 10**4, batch["masked_positions"])
+    wild["nsp_label"] = batch["nsp_label"].copy()
+    wild["masked_weights"] = batch["masked_weights"].copy()
+    wild["masked_weights"][-1] = 0.0  # a whole padded row, whose NSP label is -100
+    wild["attention_mask"] = batch["attention_mask"].copy()
+    wild["attention_mask"][-1] = 0
+    wild["nsp_label"][-1] = -100
+    clean = dict(wild, masked_ids=np.where(padded, 0, batch["masked_ids"]), nsp_label=batch["nsp_label"],
+                 masked_positions=np.where(padded, 0, batch["masked_positions"]))  # fmt: skip
+    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, wild, None, True)
+    (want, want_sums), want_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, clean, None, True)
+    assert np.isfinite(float(loss)) and float(loss) == float(want)
+    for key in want_sums:
+        assert float(sums[key]) == float(want_sums[key]), key
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads)))
+
+
+def test_every_cross_entropy_ignores_labels_of_weight_zero():
+    from sslm_jax.objectives.causal_lm import next_token_loss_and_metrics
+    from sslm_jax.objectives.classification import classification_loss_and_metrics as classification_sums
+
+    logits = jnp.log(jnp.array([[[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]]]))
+    lm = next_token_loss_and_metrics(logits, jnp.array([[0, 1, 7]]), jnp.array([[0, 1, 0]]))  # 7: past the vocab
+    np.testing.assert_allclose(float(lm["lm_loss_sum"]), -np.log(0.2), rtol=1e-6)
+    cls = classification_sums(logits[0], jnp.array([0, -100, 2]), jnp.array([1.0, 0.0, 1.0]), is_regression=False)
+    np.testing.assert_allclose(float(cls["loss_sum"]), -np.log(0.7) - np.log(0.4), rtol=1e-6)
+    reg = classification_sums(logits[0, :, :1], jnp.array([0.5, jnp.nan, 0.0]), jnp.array([1.0, 0.0, 0.0]),
+                              is_regression=True)  # fmt: skip
+    np.testing.assert_allclose(float(reg["loss_sum"]), (np.log(0.7) - 0.5) ** 2, rtol=1e-6)

@@ -17,10 +17,9 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from sslm_jax.objectives.base import Objective
-from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide, weighted_cross_entropy
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -37,16 +36,8 @@ def next_token_loss_and_metrics(logits: Array, input_ids: Array, loss_weights: A
     Example: logits favouring token 3 everywhere, input_ids [[1, 3, 4]], loss_weights [[1, 1, 0]] -> only the
     prediction of token 3 at position 0 counts: lm_correct = 1, lm_weight = 1.
     """
-    logits = logits[:, :-1].astype(jnp.float32)
-    targets = input_ids[:, 1:].astype(jnp.int32)
-    weights = loss_weights[:, 1:].astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    return {
-        "lm_loss_sum": jnp.sum(nll * weights),
-        "lm_correct": jnp.sum(correct * weights),
-        "lm_weight": jnp.sum(weights),
-    }
+    loss_sum, correct, weight = weighted_cross_entropy(logits[:, :-1], input_ids[:, 1:], loss_weights[:, 1:])
+    return {"lm_loss_sum": loss_sum, "lm_correct": correct, "lm_weight": weight}
 
 
 def finalize_lm(sums) -> dict[str, Array]:

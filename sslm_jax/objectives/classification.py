@@ -20,10 +20,9 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from sslm_jax.objectives.base import Objective
-from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide, weighted_cross_entropy
 
 Array = jax.Array
 Batch = Mapping[str, Array]
@@ -48,21 +47,14 @@ def classification_loss_and_metrics(
     Example: logits [[2, 0], [2, 0]], labels [0, 1], example_weight [1, 0] gives loss_sum ≈ 0.127, correct = 1,
     count = 1 (the padded second row is ignored). Regression: logits [[1.5]], labels [1.0] gives loss_sum = 0.25.
     """
-    logits = logits.astype(jnp.float32)
-    weights = example_weight.astype(jnp.float32)
     if is_regression:
         if logits.shape[-1] != 1:
             raise ValueError(f"regression needs one output per example; the logits have shape {logits.shape}")
-        error = logits[:, 0] - labels.astype(jnp.float32)
+        weights = example_weight.astype(jnp.float32)
+        error = jnp.where(weights != 0, logits[:, 0].astype(jnp.float32) - labels.astype(jnp.float32), 0.0)
         return {"loss_sum": jnp.sum(error * error * weights), "count": jnp.sum(weights)}
-    labels = labels.astype(jnp.int32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return {
-        "loss_sum": jnp.sum(nll * weights),
-        "correct": jnp.sum(correct * weights),
-        "count": jnp.sum(weights),
-    }
+    loss_sum, correct, count = weighted_cross_entropy(logits, labels, example_weight)
+    return {"loss_sum": loss_sum, "correct": correct, "count": count}
 
 
 def finalize_classification(sums: Mapping[str, Array]) -> dict[str, Array]:

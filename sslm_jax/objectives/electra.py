@@ -40,19 +40,25 @@ import optax
 
 from sslm_jax.objectives.base import Objective
 from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
-from sslm_jax.objectives.mlm import MLM_TERM, mlm_loss_and_metrics
+from sslm_jax.objectives.mlm import MLM_TERM, mlm_loss_and_metrics, real_positions
 
 Array = jax.Array
 Batch = Mapping[str, Array]
 _EVAL_KEY = 7  # the sampling key of deterministic (evaluation) calls
 
 
+def _write_real_slots(ids: Array, batch: Batch, values: Array) -> Array:
+    """`ids` [B, T] with each real masked slot's position set to its value in `values` [B, P]. Padded slots (weight
+    0) write nothing, whatever position they hold: they are sent past the row, where a scatter drops them (a padded
+    slot that repeated a real one's position made which write won unspecified)."""
+    rows = jnp.arange(ids.shape[0])[:, None]
+    positions = jnp.where(batch["masked_weights"] > 0, batch["masked_positions"], ids.shape[1])
+    return ids.at[rows, positions].set(values.astype(ids.dtype), mode="drop")
+
+
 def original_ids(batch: Batch) -> Array:
     """The uncorrupted rows: input_ids with each real masked position set back to its label."""
-    ids = jnp.asarray(batch["input_ids"])
-    rows = jnp.arange(ids.shape[0])[:, None]
-    restored = jnp.where(batch["masked_weights"] > 0, batch["masked_ids"], ids[rows, batch["masked_positions"]])
-    return ids.at[rows, batch["masked_positions"]].set(restored.astype(ids.dtype))
+    return _write_real_slots(jnp.asarray(batch["input_ids"]), batch, batch["masked_ids"])
 
 
 def gumbel_sample(logits: Array, rng: Array, *, forbidden: int | None = None, temperature: float = 1.0) -> Array:
@@ -117,6 +123,8 @@ class ElectraLoss(Objective):
 
     def __call__(self, params: Any, batch: Batch, rng=None, deterministic: bool = False, *, denominators=None):
         if rng is None:
+            if not deterministic:  # the other objectives fail in Flax (dropout needs a key); this one samples too
+                raise ValueError("ElectraLoss samples replacements: pass an rng, or deterministic=True (evaluation)")
             rng = jax.random.key(_EVAL_KEY)
         dropout_gen, dropout_disc, sampling = jax.random.split(rng, 3)
         common = dict(
@@ -126,7 +134,7 @@ class ElectraLoss(Objective):
             deterministic=deterministic,
         )
         gen = self.model.apply(
-            {"params": params}, batch["input_ids"], masked_positions=batch["masked_positions"], **common,
+            {"params": params}, batch["input_ids"], masked_positions=real_positions(batch), **common,
             method="generator", rngs=None if deterministic else {"dropout": dropout_gen},
         )  # fmt: skip
         sums = mlm_loss_and_metrics(gen.mlm_logits, batch["masked_ids"], batch["masked_weights"])
@@ -135,10 +143,7 @@ class ElectraLoss(Objective):
             jax.lax.stop_gradient(gen.mlm_logits), sampling, forbidden=self.mask_id, temperature=self.temperature
         )
         original = original_ids(batch)
-        rows = jnp.arange(original.shape[0])[:, None]
-        real = batch["masked_weights"] > 0
-        current = original[rows, batch["masked_positions"]]
-        corrupted = original.at[rows, batch["masked_positions"]].set(jnp.where(real, sampled, current))
+        corrupted = _write_real_slots(original, batch, sampled)
         labels = (corrupted != original).astype(jnp.int32)
         disc = self.model.apply(
             {"params": params}, corrupted, **common,

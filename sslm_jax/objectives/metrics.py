@@ -18,6 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import optax
 
 Array = jax.Array
 Sums = Mapping[str, Array]
@@ -55,6 +56,20 @@ def register_term(term: LossTerm) -> LossTerm:
         raise ValueError(f"loss sum {term.loss_sum!r} is already registered with denominator {known.denominator!r}")
     _REGISTERED[term.loss_sum] = term
     return term
+
+
+def weighted_cross_entropy(logits: Array, labels: Array, weights: Array) -> tuple[Array, Array, Array]:
+    """(Σ weight · cross-entropy, Σ weight where argmax == label, Σ weight) in float32, over any leading shape.
+
+    A slot of weight 0 counts for nothing whatever its label holds (Hugging Face's -100, an id past the vocabulary):
+    its label is replaced by 0 before the softmax, so no NaN enters the sums (NaN · 0 is NaN) or the gradients.
+    """
+    logits = logits.astype(jnp.float32)
+    weights = weights.astype(jnp.float32)
+    labels = jnp.where(weights != 0, labels.astype(jnp.int32), 0)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.sum(nll * weights), jnp.sum(correct * weights), jnp.sum(weights)
 
 
 def safe_divide(numerator: Array, denominator: Array) -> Array:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide, weighted_cross_entropy
 
 Array = jax.Array
 
@@ -34,16 +33,14 @@ def mlm_loss_and_metrics(logits: Array, masked_ids: Array, masked_weights: Array
     Example: logits [[[0, 9], [9, 0]]], masked_ids [[1, 1]], masked_weights [[1, 0]] gives
     mlm_loss_sum ≈ 1.2e-4 (only the first slot counts), mlm_correct = 1, mlm_weight = 1.
     """
-    logits = logits.astype(jnp.float32)
-    weights = masked_weights.astype(jnp.float32)
-    labels = masked_ids.astype(jnp.int32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return {
-        "mlm_loss_sum": jnp.sum(nll * weights),
-        "mlm_correct": jnp.sum(correct * weights),
-        "mlm_weight": jnp.sum(weights),
-    }
+    loss_sum, correct, weight = weighted_cross_entropy(logits, masked_ids, masked_weights)
+    return {"mlm_loss_sum": loss_sum, "mlm_correct": correct, "mlm_weight": weight}
+
+
+def real_positions(batch) -> Array:
+    """`masked_positions` with each padded slot (weight 0) pointed at position 0: a padded slot may hold any
+    position (one past the row gathered NaN, and NaN · 0 is NaN), but the model gathers every slot."""
+    return jnp.where(batch["masked_weights"] != 0, batch["masked_positions"], 0)
 
 
 def finalize_mlm(sums) -> dict[str, Array]:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide
+from sslm_jax.objectives.metrics import LossTerm, register_term, safe_divide, weighted_cross_entropy
 
 Array = jax.Array
 
@@ -28,16 +27,9 @@ def nsp_loss_and_metrics(logits: Array, labels: Array, weights: Array | None = N
     Example: logits [[2, 0], [2, 0]], labels [0, 1], weights [1, 0] gives nsp_loss_sum ≈ 0.127,
     nsp_correct = 1, nsp_count = 1 (the padded second row is ignored).
     """
-    logits = logits.astype(jnp.float32)
-    labels = labels.astype(jnp.int32)
-    weights = jnp.ones(labels.shape, jnp.float32) if weights is None else weights.astype(jnp.float32)
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    correct = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    return {
-        "nsp_loss_sum": jnp.sum(nll * weights),
-        "nsp_correct": jnp.sum(correct * weights),
-        "nsp_count": jnp.sum(weights),
-    }
+    weights = jnp.ones(labels.shape, jnp.float32) if weights is None else weights
+    loss_sum, correct, count = weighted_cross_entropy(logits, labels, weights)
+    return {"nsp_loss_sum": loss_sum, "nsp_correct": correct, "nsp_count": count}
 
 
 def finalize_nsp(sums) -> dict[str, Array]:

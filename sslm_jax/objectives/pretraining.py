@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from sslm_jax.objectives.base import Objective
 from sslm_jax.objectives.metrics import LossTerm
-from sslm_jax.objectives.mlm import MLM_TERM, mlm_loss_and_metrics
+from sslm_jax.objectives.mlm import MLM_TERM, mlm_loss_and_metrics, real_positions
 from sslm_jax.objectives.nsp import NSP_TERM, nsp_loss_and_metrics
 
 Array = jax.Array
@@ -90,7 +90,7 @@ class PretrainingLoss(Objective):
             batch["input_ids"],
             attention_mask=batch["attention_mask"],
             token_type_ids=batch["token_type_ids"],
-            masked_positions=batch["masked_positions"],
+            masked_positions=real_positions(batch),
             # Packed rows hold several documents; with segment attention tokens attend within their own only.
             segment_ids=batch["segment_ids"] if self.segment_attention else None,
             deterministic=deterministic,
