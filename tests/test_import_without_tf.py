@@ -35,11 +35,13 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 def test_models_objectives_and_steps_import_and_train_without_tf_torch_transformers():
-    (example,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    """README's two library examples (a sharded train step; generation with a KV cache), run as printed."""
+    training, generation = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     imports = "".join(f"import {m}\n" for m in TF_FREE)
-    out = _run(imports + example)
+    out = _run(imports + training + generation)
     assert out.returncode == 0, out.stderr[-3000:]
     assert re.search(r"step 3: loss \d+\.\d+", out.stdout), out.stdout
+    assert re.search(r"^\(2, 16\) \[\s*\d+\s+\d+\]$", out.stdout, flags=re.M), out.stdout
 
 
 def test_the_blocker_blocks():

@@ -72,7 +72,8 @@ def make_train_step(
         `objectives.make_pretraining_loss(...)`; one whose `uses_step` is True also gets `step=state.step`.
       schedule: the optimizer's learning-rate schedule, reported as `learning_rate`; None omits it.
       grad_accum_steps: micro-batches per step (lax.scan; activations of one micro-batch live at a time). The
-        optimizer sees exactly the gradient of the whole batch.
+        optimizer sees exactly the gradient of the whole batch (for the same random draws: each micro-batch folds
+        its index into the key, so its dropout masks and ELECTRA's samples differ from one big batch's).
       axis_name: the pmap axis to sum gradients and statistics over; None under jit (global arrays).
 
     Returns:
