@@ -130,6 +130,9 @@ def test_tokenizer_files_are_copied_and_load_in_transformers(tmp_path):
     tokenizer = transformers.AutoTokenizer.from_pretrained(out)
     assert tokenizer("hi hi")["input_ids"] == [256, ord(" "), 256]  # "hi", then " hi" = "Ġ" + "hi"
     assert tokenizer.model_max_length == config.max_position_embeddings
+    # generate stops at config.json's eos_token_id: this vocabulary's end-of-text (257), not CONFIG's 96
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["eos_token_id"] == saved["bos_token_id"] == tokenizer.eos_token_id == 257
 
 
 # --- Round trips and errors (torch-free) -------------------------------------------------------------------

@@ -52,6 +52,9 @@ def test_export_loads_in_transformers_and_generates_the_same_text(run, tmp_path,
     sslm("export-hf", f"--workdir={run}", f"--out={export}")
     model = transformers.GPT2LMHeadModel.from_pretrained(export).eval()
     tok = transformers.GPT2TokenizerFast.from_pretrained(export)
+    # generate stops at config.json's eos_token_id: the run's end-of-text (id 0 in the BPE sslm trained; it was
+    # null, so transformers generated past the end of the text)
+    assert model.config.eos_token_id == model.generation_config.eos_token_id == tok.eos_token_id == 0
     ids = tok("def f(x):", return_tensors="pt").input_ids
     with torch.no_grad():
         hf = model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=tok.eos_token_id)

@@ -36,6 +36,7 @@ from sslm_jax.models import gpt
 ARCHITECTURE = "GPT2LMHeadModel"
 MODEL_TYPE = "gpt2"
 PREFIX = "transformer."  # GPT2LMHeadModel's name for the GPT2Model inside it
+END_OF_TEXT = "<|endoftext|>"  # GPT-2's document separator, in its vocabulary and in those sslm trains
 # Tokenizer files copied from `tokenizer_dir` when present; vocab.json + merges.txt (or tokenizer.json) must be.
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "added_tokens.json")  # fmt: skip
@@ -212,10 +213,15 @@ def save_checkpoint(
         raise CheckpointError(f"parameter tree with top-level names {sorted(params)} is not a GPT-2{hint}")
     tensors = _export_tensors(config, backbone)
     tokenizer = _tokenizer_files(pathlib.Path(tokenizer_dir), config) if tokenizer_dir is not None else {}
+    # transformers' generate stops at config.json's eos_token_id: it must be the id of this tokenizer's end-of-text
+    # (0 in a vocabulary sslm trained, 50256 in GPT-2's), not GPT-2's id, which may be an ordinary token here.
+    end_of_text = _end_of_text_id(tokenizer)
+    special = {} if end_of_text is None else {"bos_token_id": end_of_text, "eos_token_id": end_of_text}
     hf_config = {
         "architectures": [ARCHITECTURE],
         "model_type": MODEL_TYPE,
         **config.to_hf_dict(),
+        **special,
         "n_ctx": config.max_position_embeddings,
         "scale_attn_weights": True,
         "scale_attn_by_inverse_layer_idx": False,
@@ -259,6 +265,21 @@ def _export_tensors(config: gpt.GPTConfig, backbone: Mapping[str, Any]) -> dict[
         parts = [np.asarray(jax.device_get(given[p]), np.float32).reshape(_flat_shape(p, shapes[p])) for p in paths]
         out[PREFIX + name] = np.ascontiguousarray(np.concatenate(parts, axis=-1))
     return out
+
+
+def _end_of_text_id(tokenizer: Mapping[str, pathlib.Path]) -> int | None:
+    """The id of "<|endoftext|>" in the tokenizer files being exported (vocab.json, else tokenizer.json's model
+    vocabulary or added tokens); None when there are none or it has no such token."""
+    if "vocab.json" in tokenizer:
+        vocab = json.loads(tokenizer["vocab.json"].read_text(encoding="utf-8"))
+    elif "tokenizer.json" in tokenizer:
+        spec = json.loads(tokenizer["tokenizer.json"].read_text(encoding="utf-8"))
+        vocab = dict((spec.get("model") or {}).get("vocab") or {})
+        vocab.update({t["content"]: t["id"] for t in spec.get("added_tokens") or () if "content" in t})
+    else:
+        return None
+    found = vocab.get(END_OF_TEXT)
+    return int(found) if found is not None else None
 
 
 def _tokenizer_files(source: pathlib.Path, config: gpt.GPTConfig) -> dict[str, pathlib.Path]:
