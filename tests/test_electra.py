@@ -391,6 +391,13 @@ def test_hf_generator_and_classifier_directories_serve_fill_mask_and_classify(tm
     ).mlm_logits[0, 0]  # fmt: skip
     expected = [vocab[i] for i in np.argsort(-np.asarray(logits))[:3]]
     assert [token for token, _ in got[0][0]] == expected
+    # A vocabulary shorter than the model's vocab_size (allowed: the model pads it): only its tokens are ranked (an
+    # id past it was looked up in the vocabulary: IndexError).
+    short = vocab[: CONFIG.vocab_size - 10]
+    (gen_dir / "vocab.txt").write_text("\n".join(short) + "\n")
+    got = fill_mask.fill_mask_from(gen_dir, ["w3 [MASK] w7"], top_k=CONFIG.vocab_size)
+    ranked = [short[i] for i in np.argsort(-np.asarray(logits)[: len(short)])]
+    assert [token for token, _ in got[0][0]] == ranked
 
     classifier = electra.ElectraForSequenceClassification(CONFIG, num_labels=3)
     cls_dir = hf_electra.save_checkpoint(tmp_path / "cls", CONFIG, _random_params(classifier, seed=1),

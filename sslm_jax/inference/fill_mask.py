@@ -48,7 +48,7 @@ def fill_mask(model, params, tokenizer, texts: list[str], *, top_k: int = 5, max
         input_ids[row, : len(ids)] = ids
     attention_mask = (np.arange(length)[None, :] < np.array([len(ids) for ids in encoded])[:, None]).astype(np.int32)
     logits = _logits(model, params, jnp.asarray(input_ids), jnp.asarray(attention_mask))
-    probs = np.asarray(jax.nn.softmax(logits.astype(jnp.float32), axis=-1))
+    probs = np.asarray(token_probabilities(logits, len(tokenizer.vocab)))
     results = []
     for row, ids in enumerate(encoded):
         per_mask = []
@@ -57,6 +57,13 @@ def fill_mask(model, params, tokenizer, texts: list[str], *, top_k: int = 5, max
             per_mask.append([(tokenizer.vocab[i], float(probs[row, pos, i])) for i in best])
         results.append(per_mask)
     return results
+
+
+def token_probabilities(logits, num_tokens: int):
+    """softmax over the model's whole output (as transformers' fill-mask pipeline), with the ids the tokenizer does
+    not have (a model vocab_size padded past the vocabulary) set to -1, so that no ranking picks them."""
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.where(jnp.arange(probs.shape[-1]) < num_tokens, probs, -1.0)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -179,10 +179,11 @@ class FillMaskRunner:
 
     def __init__(self, loaded: LoadedModel, shapes: ServeShapes):
         self.loaded, model, k = loaded, loaded.model, min(shapes.max_top_k, loaded.tokenizer.vocab_size)
+        num_tokens = len(loaded.tokenizer.vocab)
 
         def top_tokens(params, input_ids, attention_mask):
             logits = model.apply({"params": params}, input_ids, attention_mask=attention_mask).mlm_logits
-            return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), k)
+            return jax.lax.top_k(fill_mask.token_probabilities(logits, num_tokens), k)
 
         self._fn = jax.jit(top_tokens)
         self.batch_buckets = size_buckets(shapes.max_batch)
