@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -80,6 +81,20 @@ def test_loader_needs_neither_flax_nor_the_models(tiny, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "(2, 2)" in done.stdout and "imported: []" in done.stdout, done.stdout
+
+
+def test_texts_are_cut_where_the_model_was_run(tiny, tmp_path):
+    """encode() cut texts at the model's positions, `sslm predict` at the run's max_seq_len (here the tokenizer's
+    model_max_length): long texts were classified differently."""
+    source = tmp_path / "short"
+    shutil.copytree(tiny["classification"], source)
+    settings = json.loads((source / "tokenizer_config.json").read_text())
+    (source / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": 8}))
+    assert load_model(source).max_seq_len == 8
+    model = portable.load(stablehlo.export_portable(source, tmp_path / "export"))
+    ids, _, _ = model.encode([" ".join(["the movie"] * 40)])
+    assert ids.shape == (1, 8) and model.text_length == 8 and model.max_length > 8
+    assert model.encode(["the movie " * 40], max_length=12)[0].shape == (1, 12)
 
 
 def _exported(tiny, tmp_path):

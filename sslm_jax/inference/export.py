@@ -73,6 +73,7 @@ def export_hf(
         do_lower_case=loaded.tokenizer.lower_case,
         id2label=id2label,
         overwrite=overwrite,
+        max_length=loaded.max_seq_len,  # texts are cut where the run cuts them
     )
 
 
@@ -83,7 +84,10 @@ def _export_electra(loaded, out, *, head: str, id2label, overwrite: bool) -> pat
     from sslm_jax.interop import hf_electra
 
     params = jax.device_get(loaded.params)
-    options = dict(vocab_file=loaded.vocab_path, do_lower_case=loaded.tokenizer.lower_case, overwrite=overwrite)
+    options = dict(
+        vocab_file=loaded.vocab_path, do_lower_case=loaded.tokenizer.lower_case, overwrite=overwrite,
+        max_length=loaded.max_seq_len,
+    )  # fmt: skip
     if loaded.head == "pretraining" and head == "auto":
         hf_electra.save_pretraining_checkpoints(out, loaded.model_config, params, **options)
         return pathlib.Path(out)

@@ -57,6 +57,7 @@ class PortableModel:
         self.entry_points = tuple(functions)
         self.label_names = tuple(manifest.get("label_names", ()))
         self.max_length = int(manifest["max_length"])
+        self.text_length = int(manifest.get("text_length", self.max_length))  # older manifests: the positions
         self._tok = None
 
     def __call__(self, entry_point: str, *inputs):
@@ -112,11 +113,12 @@ class PortableModel:
 
     def encode(self, texts: Sequence[str], *, max_length: int | None = None):
         """(input_ids, attention_mask, token_type_ids) int32 [len(texts), longest] with the saved WordPiece
-        vocabulary ([CLS] text [SEP], cut to `max_length`). Needs the `tokenizers` package (Hugging Face)."""
+        vocabulary ([CLS] text [SEP], cut to `max_length`; default the length the model was run at, manifest's
+        `text_length`, as `sslm predict` cuts). Needs the `tokenizers` package (Hugging Face)."""
         if self.manifest["tokenizer"].get("kind", "wordpiece") != "wordpiece":
             raise PortableError(f"{self.directory}: encode() is for encoders; a causal LM uses generate()")
         info, tok = self.manifest["tokenizer"], self._tokenizer()
-        tok.enable_truncation(min(max_length or self.max_length, self.max_length))
+        tok.enable_truncation(min(max_length or self.text_length, self.max_length))
         encoded = tok.encode_batch(list(texts))
         length = max(len(e.ids) for e in encoded)
         ids = np.full((len(texts), length), info["pad_id"], np.int32)

@@ -194,6 +194,7 @@ def _manifest(loaded: LoadedModel, functions: dict[str, export.Exported], platfo
         ),
         "platforms": list(platforms),
         "max_length": loaded.model_config.max_position_embeddings,
+        "text_length": loaded.max_seq_len,  # encode() cuts texts here, as `sslm predict` / fill-mask do
         "entry_points": {
             entry.name: {
                 "file": entry.name + portable.SUFFIX,

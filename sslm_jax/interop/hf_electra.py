@@ -280,6 +280,7 @@ def save_checkpoint(
     do_lower_case: bool = True,
     id2label: Sequence[str] | None = None,
     overwrite: bool = False,
+    max_length: int | None = None,
 ) -> pathlib.Path:
     """Write `params` as a Hugging Face ELECTRA directory that `from_pretrained` of the head's class loads whole.
 
@@ -294,6 +295,7 @@ def save_checkpoint(
         is written with `generator_config(config)`).
       id2label: class names of a classification head, index = label id (default LABEL_0, LABEL_1, ...).
       overwrite: replace an existing non-empty directory.
+      max_length: the tokenizer's model_max_length (as `huggingface.save_checkpoint`).
     """
     params = nn.meta.unbox(params)
     own = head_of(params)
@@ -319,7 +321,9 @@ def save_checkpoint(
         (tmp / safetensors_io.CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         safetensors_io.write_safetensors(tmp / safetensors_io.SAFETENSORS_FILE, tensors)
         if vocab is not None:
-            huggingface.write_vocab(tmp, vocab, config, do_lower_case=do_lower_case, tokenizer_class="ElectraTokenizer")
+            huggingface.write_vocab(
+                tmp, vocab, config, do_lower_case=do_lower_case, tokenizer_class="ElectraTokenizer", max_length=max_length
+            )
     return pathlib.Path(directory)
 
 
@@ -327,7 +331,7 @@ def save_pretraining_checkpoints(
     directory: str | os.PathLike, config: electra.ElectraConfig, params: Mapping[str, Any], **options: Any
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Joint pretraining params -> `directory`/discriminator and `directory`/generator (`save_checkpoint`'s
-    `vocab_file`, `do_lower_case` and `overwrite` apply to both); returns the two paths."""
+    `vocab_file`, `do_lower_case`, `overwrite` and `max_length` apply to both); returns the two paths."""
     directory = pathlib.Path(directory)
     heads = ("discriminator", "generator")
     return tuple(save_checkpoint(directory / h, config, params, head=h, **options) for h in heads)

@@ -366,6 +366,7 @@ def save_checkpoint(
     do_lower_case: bool = True,
     id2label: Mapping[int, str] | Sequence[str] | None = None,
     overwrite: bool = False,
+    max_length: int | None = None,
 ) -> pathlib.Path:
     """Write `params` as a Hugging Face BERT directory; returns its path.
 
@@ -380,6 +381,8 @@ def save_checkpoint(
         params drops the pooler and NSP weights so `BertForMaskedLM.from_pretrained` finds nothing unexpected.
       id2label: class names for a classification head (a list, index = label id, or {id: name}).
       overwrite: replace an existing non-empty directory at `path`.
+      max_length: the tokenizer's `model_max_length`, the tokens a text is cut to (a run's data.max_seq_len, so that
+        the export classifies long texts as the run does); None: the model's max_position_embeddings.
     """
     path = pathlib.Path(path)
     params = nn.meta.unbox(params)
@@ -397,7 +400,7 @@ def save_checkpoint(
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2, sort_keys=True) + "\n")
         safetensors_io.write_safetensors(tmp / SAFETENSORS_FILE, tensors)
         if vocab is not None:
-            write_vocab(tmp, vocab, config, do_lower_case=do_lower_case)
+            write_vocab(tmp, vocab, config, do_lower_case=do_lower_case, max_length=max_length)
     return path
 
 
@@ -479,9 +482,16 @@ def read_vocab(vocab_file: str | os.PathLike, config) -> list[str]:
 
 
 def write_vocab(
-    directory: pathlib.Path, vocab: list[str], config, *, do_lower_case: bool, tokenizer_class: str = "BertTokenizer"
+    directory: pathlib.Path,
+    vocab: list[str],
+    config,
+    *,
+    do_lower_case: bool,
+    tokenizer_class: str = "BertTokenizer",
+    max_length: int | None = None,
 ) -> None:
-    """vocab.txt, tokenizer_config.json and special_tokens_map.json, so `AutoTokenizer.from_pretrained` works."""
+    """vocab.txt, tokenizer_config.json and special_tokens_map.json, so `AutoTokenizer.from_pretrained` works;
+    `max_length` (default: the model's max_position_embeddings) is the tokenizer's model_max_length."""
     (directory / "vocab.txt").write_text("".join(token + "\n" for token in vocab), encoding="utf-8")
     tokenizer_config = {
         "tokenizer_class": tokenizer_class,
@@ -489,7 +499,7 @@ def write_vocab(
         # Uncased BERT strips accents along with lower-casing; cased keeps both (tokenizers' default behaviour).
         "strip_accents": None,
         "tokenize_chinese_chars": True,
-        "model_max_length": config.max_position_embeddings,
+        "model_max_length": max_length or config.max_position_embeddings,
         **{f"{t.strip('[]').lower()}_token": t for t in SPECIAL_TOKENS},
     }
     (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2))
