@@ -456,3 +456,16 @@ def test_transformers_checkpoints_load_in_both_formats(torch, tmp_path, cls_name
     word = model.state_dict()[("bert." if head != "encoder" else "") + "embeddings.word_embeddings.weight"]
     embeddings = from_safetensors["embeddings"] if head == "encoder" else from_safetensors["bert"]["embeddings"]
     np.testing.assert_array_equal(embeddings["word_embeddings"]["embedding"], word.numpy())
+
+
+def test_a_multi_label_classifier_is_refused(tmp_path):
+    """problem_type 'multi_label_classification' (a sigmoid per label) was loaded as a softmax classifier: predict
+    returned one label and probabilities that sum to 1, without a word."""
+    import _tiny_models
+    from sslm_jax.inference.loading import load_model
+
+    directory = _tiny_models.hf_dir(tmp_path, "classification")
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    with pytest.raises(CheckpointError, match=r"is a multi-label classifier \(problem_type 'multi_label_classification"):
+        load_model(directory)

@@ -199,6 +199,11 @@ def _load_hf_wordpiece(directory: pathlib.Path, interop, host_tokenizer: bool) -
         raise CheckpointError(f"{directory}: no vocab.txt beside config.json; its WordPiece vocabulary is needed")
     casing = types.SimpleNamespace(lower_case=bool(tokenizer_config.get("do_lower_case", True)))
     tok = tokenizers.get("wordpiece").load_for(vocab_path, casing, host=host_tokenizer)
+    if head == "classification" and hf_config.get("problem_type") == "multi_label_classification":
+        raise CheckpointError(
+            f"{directory} is a multi-label classifier (problem_type 'multi_label_classification': one sigmoid per "
+            "label); sslm_jax classifiers pick one label with a softmax and would misread it"
+        )
     label_names: tuple[str, ...] = ()
     is_regression = head == "classification" and (
         num_labels == 1 or hf_config.get("problem_type") == "regression"
