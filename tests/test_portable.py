@@ -195,8 +195,11 @@ def test_portable_generation_equals_sslm_generate(gpt_export):
     want = text_generation.complete(live.model, live.params, live.tokenizer, prompts, init_cache=gpt.init_cache,
                                     max_new_tokens=10, temperature=0.0)  # fmt: skip
     assert model.generate(prompts, max_new_tokens=10) == [w[0] for w in want]
-    ids = model._tokenizer().encode_batch(prompts[:2])
-    assert [e.ids for e in ids] == live.tokenizer.tokenize(prompts[:2]).to_list()  # the same BPE ids
+    # The same BPE ids, a literal <|endoftext|> included (the portable tokenizer split it into its 13 bytes).
+    texts = [*prompts[:2], "a<|endoftext|>b"]
+    ids = model._tokenizer().encode_batch(texts)
+    assert [e.ids for e in ids] == live.tokenizer.tokenize(texts).to_list()
+    assert live.tokenizer.eot_id in ids[2].ids
     for seed, settings in enumerate([dict(temperature=1.0), dict(temperature=0.7, top_k=20, top_p=0.9)]):
         # The same sampler and keys as the live decoder: sampled text equals `sslm generate --seed`'s too.
         want = text_generation.complete(live.model, live.params, live.tokenizer, prompts, init_cache=gpt.init_cache,

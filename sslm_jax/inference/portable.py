@@ -42,6 +42,7 @@ from sslm_jax.inference import sampling
 
 FORMAT, FORMAT_VERSION = "sslm-portable", 2  # 2: several outputs per entry point, the cache
 MANIFEST, WEIGHTS, SUFFIX = "manifest.json", "weights.npz", ".jax_exported"
+END_OF_TEXT = "<|endoftext|>"  # the byte-level BPE's document separator (GPT-2's and those sslm trains)
 
 
 class PortableError(SslmError):
@@ -107,6 +108,9 @@ class PortableModel:
             files = [str(self.directory / name) for name in info["files"]]
             if info.get("kind", "wordpiece") == "bpe":
                 self._tok = tokenizers.ByteLevelBPETokenizer(*files)
+                # A literal "<|endoftext|>" in a prompt is the one token, as in GPT2TokenizerFast and sslm's own
+                # tokenizer, not its 13 bytes (the vocabulary already holds it: its id is unchanged).
+                self._tok.add_special_tokens([END_OF_TEXT])
             else:
                 self._tok = tokenizers.BertWordPieceTokenizer(files[0], lowercase=info["lower_case"])
         return self._tok
