@@ -469,3 +469,20 @@ def test_a_multi_label_classifier_is_refused(tmp_path):
     (directory / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
     with pytest.raises(CheckpointError, match=r"is a multi-label classifier \(problem_type 'multi_label_classification"):
         load_model(directory)
+
+
+def test_sentence_pairs_on_a_model_with_one_token_type_are_refused(tmp_path):
+    """transformers raises on token type 1 past a one-row table; we looked it up silently and returned numbers."""
+    import _tiny_models
+    from sslm_jax.errors import SslmError
+    from sslm_jax.inference import classify
+    from sslm_jax.inference.loading import load_model
+
+    config = _tiny_models.CONFIG.replace(type_vocab_size=1)
+    params = bert.init_params(bert.BertForSequenceClassification(config, num_labels=2), jax.random.key(0))
+    directory = hf.save_checkpoint(tmp_path / "one_type", config, jax.device_get(params),
+                                   vocab_file=_tiny_models.vocab_file(tmp_path / "vocab"))  # fmt: skip
+    loaded = load_model(directory)
+    assert classify.predict(loaded, [("the movie",)]).shape == (1, 2)
+    with pytest.raises(SslmError, match=r"type_vocab_size=1, no embedding for a pair's second segment"):
+        classify.predict(loaded, [("the movie", "was fun")])

@@ -141,6 +141,8 @@ def test_bad_calls_are_refused(tiny, tmp_path):
         model.classify(ids, mask, types)
     with pytest.raises(portable.PortableError, match="no entry point 'fill_mask'"):
         model("fill_mask", ids, mask, types)
+    with pytest.raises(portable.PortableError, match="classify: the batch is empty; give at least one row"):
+        model.classify(ids[:0, :8], mask[:0, :8], types[:0, :8])
 
 
 def test_bad_export_requests_write_nothing(tiny, tmp_path):

@@ -96,6 +96,12 @@ def encode(loaded: LoadedModel, examples: Sequence[Example]) -> dict[str, np.nda
     widths = {len(e) for e in examples}
     if len(widths) != 1 or not widths <= {1, 2}:
         raise SslmError(f"examples must all be single texts or all sentence pairs; got widths {sorted(widths)}")
+    segments = getattr(loaded.model_config, "type_vocab_size", 2)
+    if widths == {2} and segments < 2:  # token type 1 would be looked up past the table (NaN, or a wrong row)
+        raise SslmError(
+            f"{loaded.path}: the model has type_vocab_size={segments}, no embedding for a pair's second segment; "
+            "give single texts"
+        )
     tok = loaded.tokenizer
     columns = [tok.encode([e[i] for e in examples]) for i in range(len(examples[0]))]
     return pack(*columns, max_seq_len=loaded.max_seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)

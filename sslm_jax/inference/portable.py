@@ -88,6 +88,8 @@ class PortableModel:
         for dim, size in sizes.items():
             if isinstance(dim, str) and dim != "batch" and not 1 <= size <= self.max_length:
                 raise PortableError(f"{entry_point}: {dim} {size} is outside 1..{self.max_length}")
+        if sizes.get("batch", 1) < 1:  # jax.export's own message for it is a multi-line shape-polymorphism error
+            raise PortableError(f"{entry_point}: the batch is empty; give at least one row")
         if sizes.get("length", 0) > sizes.get("cache", self.max_length):
             raise PortableError(f"{entry_point}: the cache has {sizes['cache']} slots, fewer than the {sizes['length']} "
                                 "tokens to write")  # fmt: skip
