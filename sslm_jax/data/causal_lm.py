@@ -12,7 +12,11 @@ of the next) -> (train) shuffled rows, full batches | (eval) every token once, t
 Rows carry `segment_ids` (1, 2, ... per document in the row, 0 = padding) and `position_ids` that restart at 0 at
 each document start: with `data.segment_attention` the model attends only within a document and positions are
 per document; without it, a row is one window of the stream (GPT-2 / HF `run_clm`). The objective predicts token
-t+1 from position t wherever `loss_weights[t + 1]` > 0: every real token but a row's first.
+t+1 from position t wherever `loss_weights[t + 1]` > 0: every real token but a row's first. Positions count within
+the part of a document that is in the row: a row that starts mid-document starts it at 0 (under segment
+attention the row's earlier tokens are not visible). A document's first token stays a target, predicted from the
+previous document's end-of-text (which, under segment attention, sees only that document): GPT-2's stream
+training learns what follows end-of-text the same way; HF's flattening collator masks that label instead.
 
 Exact resume, per-host sharding and exact eval work as in pretraining.py: the same seeded shuffles and counters,
 one `PipelineIterator`.
@@ -33,7 +37,7 @@ BATCH_SPEC = {
     "input_ids": (np.int32, "B L"),
     "attention_mask": (np.int32, "B L"),  # 1 = real token, 0 = padding
     "segment_ids": (np.int32, "B L"),  # 1..k = document within the row, 0 = padding
-    "position_ids": (np.int32, "B L"),  # position within the token's document
+    "position_ids": (np.int32, "B L"),  # position within the token's document, as far as it is in this row
     "loss_weights": (np.float32, "B L"),  # weight of token t as the target predicted at position t - 1
 }
 _DOC_SHUFFLE, _ROW_SHUFFLE = 3, 4

@@ -4,10 +4,12 @@ BERT's recipe (google-research/bert `create_masked_lm_predictions`), computed on
 
 1. candidates: real (attention_mask 1) tokens that are not special (`special_ids`);
 2. per row, `num = min(max_predictions, max(1, round(rate * n_candidates)))` (0 for rows without candidates):
-   an exact count, so every row gets its 15 % (BERT rounds over the whole sequence; we count non-special tokens);
+   an exact target, so every row aims at its 15 % (BERT rounds over the whole sequence; we count non-special
+   tokens); "token" masking always meets it exactly;
 3. candidate units (`masking`: "token"s, or whole "word"s: a piece plus the "##" continuation pieces after it)
    are taken in a random order, each accepted if it still fits in `num` (a too-long word is skipped and the next
-   one tried, as BERT does); or, for "span" (SpanBERT, Joshi et al. 2020), runs of whole words with geometric
+   one tried, as BERT does, so a short row whose words are all longer than `num` pieces gets no prediction:
+   with max_seq_len 8, about 5 % of rows); or, for "span" (SpanBERT, Joshi et al. 2020), runs of whole words with geometric
    lengths are added until `num` positions are chosen (`select_spans`: the budget rule is there);
 4. each selected position becomes [MASK] with probability 0.8, a random non-special token with 0.1, and stays
    unchanged with 0.1 ("span": one draw per span, so all its tokens get the same treatment, each random one

@@ -27,7 +27,9 @@ with NUL bytes in its first 8 KiB is refused as binary (UTF-16 text included).
 
 Sharding across hosts: by file when there are at least `process_count` files (file i goes to host
 i % process_count), else every host reads every file and keeps every process_count-th document. TFDS splits are
-divided into contiguous, equal ranges of examples (`tfds.even_splits`).
+divided into contiguous, equal ranges of examples (`tfds.even_splits`). Every host draws the same rows per step, so
+with sharding by file a host with fewer documents repeats its own more often (3 equal files on 2 hosts: host 1's
+documents are seen twice as often): give a number of files that the hosts divide, of similar sizes.
 
 Errors that can be found before training (a glob that matches nothing, a binary or empty corpus, a missing jsonl
 field or tsv column, an unknown or unprepared TFDS dataset) raise `DataError` when the dataset is built, before
