@@ -9,8 +9,9 @@ BERT's recipe (google-research/bert `create_masked_lm_predictions`), computed on
 3. candidate units (`masking`: "token"s, or whole "word"s: a piece plus the "##" continuation pieces after it)
    are taken in a random order, each accepted if it still fits in `num` (a too-long word is skipped and the next
    one tried, as BERT does, so a short row whose words are all longer than `num` pieces gets no prediction:
-   68 of 1,280 rows at max_seq_len 8 on WikiText-2 with a 1,500-token vocabulary); or, for "span" (SpanBERT, Joshi et al. 2020), runs of whole words with geometric
-   lengths are added until `num` positions are chosen (`select_spans`: the budget rule is there);
+   68 of 1,280 rows at max_seq_len 8 on WikiText-2 with a 1,500-token vocabulary); or, for "span" (SpanBERT,
+   Joshi et al. 2020), runs of whole words with geometric lengths are added until `num` positions are chosen
+   (`select_spans`: the budget rule is there);
 4. each selected position becomes [MASK] with probability 0.8, a random non-special token with 0.1, and stays
    unchanged with 0.1 ("span": one draw per span, so all its tokens get the same treatment, each random one
    drawn on its own). Unlike BERT, random tokens never are special or "[unused]" tokens.
