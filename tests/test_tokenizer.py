@@ -353,3 +353,11 @@ def test_character_table_covers_every_code_point():
     assert row(ord("A")) == [ord("a")] and row(ord(",")) == [32, ord(","), 32]
     assert row(0x00A0) == [32] and row(0x200B) == [] and row(0xD800) == []
     assert np.all(values >= 0) and np.all(values < 0x110000)
+
+
+def test_a_vocabulary_token_too_long_for_tf_text_is_one_line(tmp_path):
+    """tf_text refuses tokens over 256 UTF-8 bytes with a RuntimeError; load_tokenizer promises DataErrors."""
+    path = tmp_path / "vocab.txt"
+    path.write_text("\n".join([*tokenization.SPECIAL_TOKENS, "a", "##a", "ẞ" * 100]) + "\n")
+    with pytest.raises(DataError, match=rf"^vocabulary file {path}: Vocab token utf8 length"):
+        tokenization.load_tokenizer(path)

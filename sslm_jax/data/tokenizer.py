@@ -324,15 +324,18 @@ class WordPieceTokenizer:
         self._special_tokens = tf.constant(SPECIAL_TOKENS)
         self._special_pattern = "|".join(_re2_escape(t) for t in SPECIAL_TOKENS)
         self._vocab_tensor = tf.constant(self.vocab)
-        self._wordpiece = tf_text.FastWordpieceTokenizer(
-            vocab=self.vocab,
-            suffix_indicator=SUFFIX_INDICATOR,
-            # Words are cut at MAX_CHARS_PER_WORD characters below, so the byte limit never applies.
-            max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
-            token_out_type=tf.int32,
-            unknown_token=UNK,
-            no_pretokenization=True,  # our input is already one word per string
-        )
+        try:
+            self._wordpiece = tf_text.FastWordpieceTokenizer(
+                vocab=self.vocab,
+                suffix_indicator=SUFFIX_INDICATOR,
+                # Words are cut at MAX_CHARS_PER_WORD characters below, so the byte limit never applies.
+                max_bytes_per_word=4 * MAX_CHARS_PER_WORD,
+                token_out_type=tf.int32,
+                unknown_token=UNK,
+                no_pretokenization=True,  # our input is already one word per string
+            )
+        except RuntimeError as e:  # tf_text refuses tokens over 256 UTF-8 bytes (transformers accepts them)
+            raise DataError(f"{where}: {str(e).splitlines()[0][:200]}") from None
 
     @property
     def eot_id(self) -> int:
