@@ -306,3 +306,18 @@ def test_predict_errors_are_one_line_with_exit_status_2(finetuned, data, tmp_pat
 
 def _pretrain_dir(finetuned) -> str:
     return _saved_config(finetuned)["init_from"]
+
+
+@pytest.mark.torch
+def test_the_cold_start_bench_runs(pretrained, torch):
+    """bench/cold_start.py (BENCHMARKS.md's cold-start figures) at one round, so that it cannot rot: both sides
+    answer, with the same best guess (the same weights)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "cold_start.py"), f"--workdir={pretrained}",
+                          "--rounds=1"], capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    guesses = re.findall(r"^(sslm fill-mask|transformers pipeline): best guess '(.*)'$", out.stdout, flags=re.M)
+    assert len(guesses) == 2 and guesses[0][1] == guesses[1][1], out.stdout
+    assert re.search(r"median \d+\.\d+ \(below 1: ours starts faster\)", out.stdout), out.stdout
