@@ -31,6 +31,7 @@ BEFORE_ANY_WRITE = {
     "unknown_model_size": (1, {"model.size": "huge"}, ("config.model", "huge")),
     "mesh_shape_not_numbers": (1, {"mesh_shape": "abc"}, ("mesh_shape=", "must be 3 positive sizes")),
     "unknown_source": (1, {"data.source": "bogus"}, ("config.data.source='bogus' is not one of",)),
+    "bpe_for_masked_lm": (1, {"data.tokenizer": "bpe"}, ("config.data.tokenizer='bpe': masked-LM pretraining needs",)),
     "unknown_format": (
         1, {"data.source": "files", "data.train_files": "{tmp}/none.txt", "data.format": "yaml"},
         ("config.data.format='yaml' is not one of",),
@@ -63,6 +64,12 @@ def failing_runs(tmp_path_factory) -> tuple[pathlib.Path, dict[str, tuple[Run, p
     workdir = tmp / "empty_corpus" / "run"
     files = {"data.source": "files", "data.train_files": empty, "data.eval_files": empty}
     runs["empty_corpus"] = (Run(pretrain_args(workdir, **files), env=sslm_env(), logs=tmp / "empty_corpus"), workdir)
+
+    bad_line = tmp / "bad_line.tsv"  # found while the vocabulary is trained: decode_csv's error was a traceback
+    bad_line.write_text("text\tlabel\n" + "the movie was fine\t1\n" * 600 + "bad\trow\textra\n")
+    workdir = tmp / "bad_line" / "run"
+    files = {"data.source": "files", "data.format": "tsv", "data.train_files": bad_line, "data.eval_files": bad_line}
+    runs["bad_tsv_line"] = (Run(pretrain_args(workdir, **files), env=sslm_env(), logs=tmp / "bad_line"), workdir)
 
     workdir = tmp / "glob" / "run"
     files = {"data.source": "files", "data.train_files": f"{tmp}/no_corpus/*.txt"}
@@ -104,6 +111,13 @@ def test_a_new_workdir_is_left_as_found_when_the_data_fails_after_start(failing_
     they are removed again, so the next attempt does not find a half-made run."""
     process, workdir = failing_runs[1]["empty_corpus"]
     assert_one_line_error(process, "is empty: no text in 1 file(s)")
+    assert not workdir.exists()
+
+
+def test_a_bad_line_deep_in_a_tsv_is_one_line_naming_file_and_line(failing_runs):
+    tmp, runs = failing_runs
+    process, workdir = runs["bad_tsv_line"]
+    assert_one_line_error(process, f"a tsv line of {tmp}/bad_line.tsv is not 2 fields as its header has: bad\\trow")
     assert not workdir.exists()
 
 

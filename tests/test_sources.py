@@ -162,12 +162,10 @@ def test_jsonl_without_the_field(tmp_path):
 
 
 def test_jsonl_field_missing_further_down_stops_the_pipeline(tmp_path):
-    from sslm_jax.data.pretraining import numpy_batches
-
     _write(tmp_path / "a.jsonl", '{"text": "ok"}\n{"body": "no text here"}\n')
     docs = sources.file_documents(str(tmp_path / "a.jsonl"), format="jsonl")
     with pytest.raises(DataError, match=r'^jsonl line without a string field text in .*a.jsonl: \{"body": "no text h'):
-        list(numpy_batches(docs))
+        list(graph_records.numpy_batches(docs))
 
 
 @pytest.mark.parametrize(
@@ -184,18 +182,17 @@ def test_jsonl_field_missing_further_down_stops_the_pipeline(tmp_path):
 def test_a_bad_table_line_further_down_is_one_line_naming_the_file(tmp_path, fmt, bad, shown):
     """tf.io.decode_csv's own errors named neither the file nor the line ("Expect 2 fields but have 3 in record 87",
     the index inside a vector of lines)."""
-    from sslm_jax.data.pretraining import numpy_batches
-
     sep = "," if fmt == "csv" else "\t"
     good = [f"fine{sep}1", f'"quoted, with "" inside"{sep}2' if fmt == "csv" else f'bare "quotes"{sep}2']
     _write(tmp_path / f"a.{fmt}", f"text{sep}label\n" + "\n".join(good * 300 + [bad, "two lines\"" + sep + "0"]) + "\n")
     docs = sources.file_documents(str(tmp_path / f"a.{fmt}"), format=fmt)
     with pytest.raises(DataError, match=shown) as e:
-        list(numpy_batches(docs))
+        list(graph_records.numpy_batches(docs))
     assert "\n" not in str(e.value)
     _write(tmp_path / f"a.{fmt}", f"text{sep}label\n" + "\n".join(good * 3) + "\n")  # valid rows pass the check
     expected = ["fine", 'quoted, with " inside' if fmt == "csv" else 'bare "quotes"'] * 3
-    assert [d.decode() for d in numpy_batches(sources.file_documents(str(tmp_path / f"a.{fmt}"), format=fmt))] == expected
+    docs = sources.file_documents(str(tmp_path / f"a.{fmt}"), format=fmt)
+    assert [d.decode() for d in graph_records.numpy_batches(docs)] == expected
 
 
 def test_tsv_without_the_column(tmp_path):

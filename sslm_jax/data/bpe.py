@@ -48,7 +48,7 @@ from typing import Iterable, Mapping, Sequence
 
 from sslm_jax.data.tf_setup import tf
 
-from sslm_jax.data import bpe_ops  # noqa: E402
+from sslm_jax.data import bpe_ops, graph_records  # noqa: E402
 from sslm_jax.data.bpe_ops import byte_alphabet  # noqa: E402,F401  (part of this module's API)
 from sslm_jax.errors import ConfigError, DataError, shown  # noqa: E402
 
@@ -91,7 +91,7 @@ def train_bpe(documents: Iterable[str | bytes], *, vocab_size: int, out_dir: str
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"tokenizer output directory {out_dir} exists and is not a directory")
     if isinstance(documents, tf.data.Dataset):
-        documents = documents.as_numpy_iterator()
+        documents = graph_records.numpy_batches(documents)
     seen_chars = [0]
 
     def texts():

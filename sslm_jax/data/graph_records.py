@@ -3,12 +3,14 @@ the read position exact on resume), and the errors their checks raise while the 
 
     values, found = json_string_field(lines, "text")              # [N] strings, [N] bool
     lines = table_rows_or_fail(lines, "tsv", num_columns=2, path=path)
-    error = pipeline_error(e)   # tf.errors.InvalidArgumentError from a check -> one-line DataError, or None
+    for batch in numpy_batches(dataset): ...   # as_numpy_iterator(), a failed check raised as one DataError line
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 from sslm_jax.data.files import import_tensorflow as _tf
 from sslm_jax.errors import DataError
@@ -124,3 +126,27 @@ def pipeline_error(error: Exception) -> DataError | None:
     printed = message.split("assertion failed: [", 1)[1].split("\n", 1)[0].rstrip()
     parts = printed.removesuffix("]").split("] [")
     return DataError(" ".join(parts).replace('\\"', '"').replace(" :", ":"))
+
+
+@contextlib.contextmanager
+def data_errors():
+    """Turns a bad line found while a pipeline runs (a jsonl line without the text field, a tsv/csv line that is not
+    a record of the header's fields) into one DataError line; other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:  # noqa: BLE001 - tf.errors.InvalidArgumentError, without importing TF to name it
+        error = pipeline_error(e) if isinstance(e, _tf().errors.InvalidArgumentError) else None
+        if error is None:
+            raise
+        raise error from None
+
+
+def numpy_batches(dataset) -> Iterator:
+    """`dataset.as_numpy_iterator()`, with `data_errors`."""
+    it = dataset.as_numpy_iterator()
+    while True:
+        with data_errors():
+            batch = next(it, None)
+        if batch is None:
+            return
+        yield batch

@@ -32,7 +32,6 @@ batches; a multi-host evaluation loop keeps feeding padding batches until every 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Iterator
 
@@ -40,7 +39,7 @@ import numpy as np
 
 from sslm_jax.data.tf_setup import tf
 
-from sslm_jax.data import masking, packing, pairs  # noqa: E402
+from sslm_jax.data import graph_records, masking, packing, pairs  # noqa: E402
 from sslm_jax.data.masking import MASKING, Masker  # noqa: E402  (`masking` is also a setting's name below)
 from sslm_jax.errors import CheckpointError, ConfigError  # noqa: E402
 
@@ -297,32 +296,6 @@ def shuffle_seed(seed: int, process_index: int, stream: int) -> int:
     return (seed * 1_000_003 + process_index * 10_007 + stream) % (1 << 63)
 
 
-@contextlib.contextmanager
-def data_errors():
-    """Turns a bad line found while the pipeline runs (a jsonl line without the text field, a tsv/csv line that is
-    not a record of the header's fields) into one DataError line; other errors pass unchanged."""
-    try:
-        yield
-    except tf.errors.InvalidArgumentError as e:
-        from sslm_jax.data import graph_records
-
-        error = graph_records.pipeline_error(e)
-        if error is None:
-            raise
-        raise error from None
-
-
-def numpy_batches(dataset: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
-    """`dataset.as_numpy_iterator()`, with `data_errors`."""
-    it = dataset.as_numpy_iterator()
-    while True:
-        with data_errors():
-            batch = next(it, None)
-        if batch is None:
-            return
-        yield batch
-
-
 class PipelineIterator(Iterator):
     """Iterates a batch dataset as dicts of numpy arrays; `save`/`restore` its exact position.
 
@@ -337,7 +310,7 @@ class PipelineIterator(Iterator):
         self._process_index = process_index
 
     def __next__(self) -> dict[str, np.ndarray]:
-        with data_errors():
+        with graph_records.data_errors():
             return {k: v.numpy() for k, v in next(self._iterator).items()}
 
     def _prefix(self, directory) -> str:

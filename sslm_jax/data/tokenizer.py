@@ -39,7 +39,7 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
-from sslm_jax.data import sources, table_cache
+from sslm_jax.data import graph_records, sources, table_cache
 from sslm_jax.data.tf_setup import tf  # before tensorflow_text, which imports TensorFlow
 
 import tensorflow_text as tf_text  # noqa: E402
@@ -147,7 +147,7 @@ def _document_source(files_or_dataset):
         files_or_dataset = sources.file_documents(files_or_dataset)
     if isinstance(files_or_dataset, tf.data.Dataset):
         dataset = files_or_dataset
-        return lambda: (doc.decode("utf-8", errors="replace") for doc in dataset.as_numpy_iterator())
+        return lambda: (doc.decode("utf-8", errors="replace") for doc in graph_records.numpy_batches(dataset))
     if not isinstance(files_or_dataset, Iterable):
         raise TypeError(
             f"train_wordpiece takes file globs, a tf.data.Dataset or an iterable of str, not {files_or_dataset!r}"

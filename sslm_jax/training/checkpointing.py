@@ -76,6 +76,16 @@ def validate_settings(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{field}={config[field]} must be >= 1")
 
 
+def close_manager(manager: ocp.CheckpointManager) -> None:
+    """`manager.close()`, after the clean-up of unfinished saves' temporary folders that the manager started in the
+    background when it was created: close() does not wait for it, and a new workdir removed after a failed start
+    (loop.py) then made that thread print a traceback at exit, after the one-line error."""
+    await_cleanup = getattr(manager, "_maybe_await_cleanup_tmp_directory", None)  # Orbax 0.12's; absent: skip
+    if await_cleanup is not None:
+        await_cleanup()
+    manager.close()
+
+
 def create_manager(
     workdir: str | os.PathLike, *, config: ml_collections.ConfigDict, async_save: bool = True
 ) -> ocp.CheckpointManager:

@@ -29,7 +29,7 @@ def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, floa
     Hosts can hold different numbers of eval batches; one that has run out feeds all-padding batches (zero
     weights) until every host is done, so the collective eval step never waits for a missing participant.
     """
-    from sslm_jax.data.pretraining import numpy_batches  # TensorFlow: the caller built a tf.data pipeline already
+    from sslm_jax.data.graph_records import numpy_batches  # the caller built a tf.data pipeline already
 
     params = runner.params(state)
     outputs, it, template = [], numpy_batches(eval_data), None

@@ -83,7 +83,7 @@ def train_and_evaluate(config, workdir: str | os.PathLike) -> dict[str, float]:
                     return _train(config, workdir, spec, preemption, managers)
         except SslmError:
             for manager in managers:  # an Orbax manager left open prints a thread's traceback at exit
-                manager.close()
+                checkpointing.close_manager(manager)
             # Bad data, vocabulary or init_from surface only once the run has started (they need the workdir's
             # vocabulary or the files read): a new workdir is left as it was found, not with a lock and an empty
             # checkpoints/ folder that the next attempt would have to resume.
