@@ -47,7 +47,7 @@ def test_cli_is_quiet(tmp_path):
         out = subprocess.run(
             [sys.executable, "-m", "sslm_jax", *args], capture_output=True, text=True, timeout=300, env=_clean_env()
         )
-        assert "USAGE" in out.stdout if args == ["--help"] else out.returncode == 0, out.stderr[-3000:]
+        assert "usage: sslm <command>" in out.stdout if args == ["--help"] else out.returncode == 0, out.stderr[-3000:]
         _assert_quiet(out.stderr)
 
 
