@@ -152,3 +152,22 @@ def test_every_cross_entropy_ignores_labels_of_weight_zero():
     reg = classification_sums(logits[0, :, :1], jnp.array([0.5, jnp.nan, 0.0]), jnp.array([1.0, 0.0, 0.0]),
                               is_regression=True)  # fmt: skip
     np.testing.assert_allclose(float(reg["loss_sum"]), (np.log(0.7) - 0.5) ** 2, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, shape, message",
+    [
+        ("masked_ids", (8, 3), r"batch\['masked_ids'\] has shape \[8, 3\], not \[B, P\] with B=8, P=4"),
+        ("nsp_label", (8, 1), r"batch\['nsp_label'\] has shape \[8, 1\], not \[B\] with B=8"),
+        ("attention_mask", (8, 15), r"batch\['attention_mask'\] has shape \[8, 15\], not \[B, L\] with B=8, L=16"),
+    ],
+)
+def test_a_field_of_the_wrong_shape_is_named(model_and_params, field, shape, message):
+    """These were XLA broadcasting errors ("Incompatible shapes for broadcasting: shapes=[(16, 3, 1), (16, 4, 1)]")
+    that named no field."""
+    model, params = model_and_params
+    loss_fn = make_pretraining_loss(model, use_nsp=True, segment_attention=False)
+    batch = dict(random_batch(8, seed=4))
+    batch[field] = np.zeros(shape, batch[field].dtype)
+    with pytest.raises(ValueError, match=r"^PretrainingLoss: " + message + r" \(a batch holds input_ids \[B, L\];"):
+        jax.jit(lambda p, b: loss_fn(p, b, None, True))(params, batch)

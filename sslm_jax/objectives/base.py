@@ -28,10 +28,32 @@ Batch = Mapping[str, Array]
 
 
 class Objective:
-    """Mixin for objective dataclasses: `terms` (a tuple or property) in, `loss` and `finalize` out."""
+    """Mixin for objective dataclasses: `terms` (a tuple or property) in, `loss` and `finalize` out.
+
+    `batch_layout` ({field: "B L"}, letters naming sizes shared across fields) is what `check_batch` holds a batch
+    to: a field of the wrong shape is one ValueError naming it, instead of a broadcasting error deep in XLA.
+    """
 
     terms: tuple[metrics.LossTerm, ...] = ()
     uses_step: bool = False
+    batch_layout: Mapping[str, str] = {}
+
+    def check_batch(self, batch: Batch) -> None:
+        """ValueError naming the first field of `batch` whose shape does not fit `batch_layout`. Fields the layout
+        lacks, or the batch lacks (a KeyError names those where they are read), are not checked. Shapes are static
+        under jit, so this runs once per compilation."""
+        sizes: dict[str, int] = {}
+        for field, dims in self.batch_layout.items():
+            if field not in batch:
+                continue
+            names, shape = dims.split(), tuple(batch[field].shape)
+            if len(shape) != len(names) or any(sizes.setdefault(n, s) != s for n, s in zip(names, shape)):
+                known = ", ".join(f"{n}={sizes[n]}" for n in names if n in sizes)
+                layout = "; ".join(f"{f} [{', '.join(d.split())}]" for f, d in self.batch_layout.items())
+                raise ValueError(
+                    f"{type(self).__name__}: batch[{field!r}] has shape {list(shape)}, not [{', '.join(names)}]"
+                    f"{' with ' + known if known else ''} (a batch holds {layout})"
+                )
 
     def denominators(self, batch: Batch) -> dict[str, Array]:
         raise NotImplementedError

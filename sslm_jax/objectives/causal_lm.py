@@ -57,6 +57,10 @@ class CausalLMLoss(Objective):
     Batches: input_ids, attention_mask, segment_ids, position_ids, loss_weights [B, T] (data/causal_lm.py).
     """
 
+    batch_layout = {  # data/causal_lm.py's BATCH_SPEC
+        "input_ids": "B L", "attention_mask": "B L", "segment_ids": "B L", "position_ids": "B L", "loss_weights": "B L",
+    }  # fmt: skip
+
     model: nn.Module
     segment_attention: bool
     terms = (LM_TERM,)
@@ -65,6 +69,7 @@ class CausalLMLoss(Objective):
         return {"lm_weight": jnp.sum(batch["loss_weights"][:, 1:].astype(jnp.float32))}
 
     def __call__(self, params: Any, batch: Batch, rng=None, deterministic: bool = False, *, denominators=None):
+        self.check_batch(batch)
         # Packed documents: with segment attention each attends only to itself, its positions starting at 0.
         per_document = self.segment_attention
         out = self.model.apply(

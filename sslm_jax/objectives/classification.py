@@ -101,6 +101,10 @@ class ClassificationLoss(Objective):
     Build it with `make_classification_loss`. Frozen and hashable, so a jitted step may close over it.
     """
 
+    batch_layout = {  # data/finetuning.py's batches
+        "input_ids": "B L", "attention_mask": "B L", "token_type_ids": "B L", "label": "B", "example_weight": "B",
+    }  # fmt: skip
+
     model: nn.Module
     is_regression: bool
     terms = (CLASSIFICATION_TERM,)
@@ -131,6 +135,7 @@ class ClassificationLoss(Objective):
           (loss, sums): loss = loss_sum / count (float32 scalar, differentiable; 0 for an all-padding batch);
           sums from `classification_loss_and_metrics`.
         """
+        self.check_batch(batch)
         logits = _apply(self.model, params, batch, rng, deterministic)
         sums = classification_loss_and_metrics(
             logits, batch["label"], batch["example_weight"], is_regression=self.is_regression

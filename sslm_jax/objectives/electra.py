@@ -105,6 +105,11 @@ RTD_TERM = register_term(LossTerm("rtd_loss_sum", "rtd_count", metrics=finalize_
 class ElectraLoss(Objective):
     """`loss_fn(params, batch, rng=None, deterministic=False, *, denominators=None) -> (loss, sums)`."""
 
+    batch_layout = {  # data/pretraining.py's BATCH_SPEC
+        "input_ids": "B L", "attention_mask": "B L", "token_type_ids": "B L", "segment_ids": "B L",
+        "masked_positions": "B P", "masked_ids": "B P", "masked_weights": "B P", "nsp_label": "B",
+    }  # fmt: skip
+
     model: nn.Module
     disc_weight: float
     mask_id: int
@@ -122,6 +127,7 @@ class ElectraLoss(Objective):
         }
 
     def __call__(self, params: Any, batch: Batch, rng=None, deterministic: bool = False, *, denominators=None):
+        self.check_batch(batch)
         if rng is None:
             if not deterministic:  # the other objectives fail in Flax (dropout needs a key); this one samples too
                 raise ValueError("ElectraLoss samples replacements: pass an rng, or deterministic=True (evaluation)")

@@ -41,6 +41,11 @@ class PretrainingLoss(Objective):
     Build it with `make_pretraining_loss`. Frozen and hashable, so a jitted step may close over it.
     """
 
+    batch_layout = {  # data/pretraining.py's BATCH_SPEC
+        "input_ids": "B L", "attention_mask": "B L", "token_type_ids": "B L", "segment_ids": "B L",
+        "masked_positions": "B P", "masked_ids": "B P", "masked_weights": "B P", "nsp_label": "B",
+    }  # fmt: skip
+
     model: nn.Module
     use_nsp: bool
     segment_attention: bool
@@ -84,6 +89,7 @@ class PretrainingLoss(Objective):
           sums = mlm_loss_sum, mlm_correct, mlm_weight (+ nsp_loss_sum, nsp_correct, nsp_count);
           `self.finalize(sums)` turns them into means.
         """
+        self.check_batch(batch)
         rngs = None if deterministic or rng is None else {"dropout": rng}
         out = self.model.apply(
             {"params": params},
