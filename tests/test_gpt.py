@@ -211,6 +211,8 @@ def test_what_is_not_this_gpt2_is_refused_in_one_line(tmp_path, params):
     refused(r"weights not described by config\.json: h\.1\.")
     _edit(out, n_layer=2, n_embd=48, n_head=4)
     refused(r"wte\.weight has shape \(97, 36\) but config\.json implies \(97, 48\)")
+    _edit(out, n_embd=36, n_head=3, activation_function="quick_gelu")  # named as config.json names it
+    refused(r"config\.json: activation_function='quick_gelu' is not supported; choose one of")
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         hf_gpt2.load_checkpoint(tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="is not a GPT-2"):

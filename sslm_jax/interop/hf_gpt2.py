@@ -141,7 +141,10 @@ def _gpt_config(d: dict[str, Any], file: pathlib.Path) -> gpt.GPTConfig:
     try:
         return gpt.GPTConfig.from_hf_dict(d)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{file}: {e}") from None
+        message = str(e)
+        for ours, theirs in gpt.HF_NAMES.items():  # the message names config.json's keys (activation_function=...)
+            message = message.replace(f"{ours}=", f"{theirs}=")
+        raise CheckpointError(f"{file}: {message}") from None
 
 
 def _canonical_names(tensors: dict[str, np.ndarray], file: pathlib.Path) -> dict[str, np.ndarray]:
