@@ -35,6 +35,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 from typing import Callable
 
 # JAX would otherwise reserve 75 % of the GPU at start-up, leaving transformers' reference rows too little.
@@ -81,9 +82,16 @@ def _parse():
     p.add_argument("--peak-tflops", type=float, default=0.0, help="override the chip's bf16 peak (TFLOP/s)")
     p.add_argument("--compile-budget-s", type=float, default=120.0, help="skip torch.compile rows after this")
     p.add_argument("--no-torch", action="store_true", help="sslm_jax rows only")
+    p.add_argument("--torch-compile", choices=("all", "first", "none"), default="all",
+                   help="which transformers rows also get a torch.compile row (on CUDA): each compile takes minutes")
+    p.add_argument("--generate-steps", type=int, default=3, help="timed generations per side (each is seconds long)")
+    p.add_argument("--deadline-s", type=float, default=0.0,
+                   help="start no further row after this many seconds (0: none); later rows are listed as skipped, "
+                        "so that a run on a rented device fits its lease and still prints its table")
     args = p.parse_args()
+    args.start, args.compiles = time.perf_counter(), 0
     if args.smoke:
-        args.steps = min(args.steps, 2)
+        args.steps, args.generate_steps = min(args.steps, 2), min(args.generate_steps, 2)
     return args
 
 
@@ -103,6 +111,16 @@ def _timed(run: Callable[[], object], steps: int) -> tuple[float, float]:
     return first, statistics.median(times)
 
 
+def _late(args) -> bool:
+    return bool(args.deadline_s) and time.perf_counter() - args.start > args.deadline_s
+
+
+def _skipped(bench: str, impl: str, why: str, **info) -> dict:
+    row = dict(bench=bench, impl=impl, skipped=why, **info)
+    _emit(row)
+    return row
+
+
 def _row(bench: str, impl: str, *, tokens: int, step_s: float, first_s: float, model_flops: float | None,
          peak: float | None, reference: list[dict] = (), **extra) -> dict:  # fmt: skip
     """One result. `reference`: transformers' rows of the same shapes; its eager row gives ratio_vs_hf."""
@@ -112,6 +130,15 @@ def _row(bench: str, impl: str, *, tokens: int, step_s: float, first_s: float, m
     if eager:
         row["ratio_vs_hf"] = row["tokens_per_s"] / eager[0]["tokens_per_s"]
     return row
+
+
+def matmul_flops(n: int, steps: int) -> float:
+    """FLOP/s of one jitted [n, n] @ [n, n] bf16 product on random data: the ceiling this chip reaches here, beside
+    the datasheet peak that MFU is taken against."""
+    a, b = (jax.random.normal(k, (n, n), jax.numpy.bfloat16) for k in jax.random.split(jax.random.key(0)))
+    product = jax.jit(lambda x, y: x @ y)
+    _, step = _timed(lambda: product(a, b).block_until_ready(), max(steps, 3))
+    return 2 * n**3 / step
 
 
 # --- sslm_jax --------------------------------------------------------------------------------------------------
@@ -211,15 +238,19 @@ def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[
                                    token_type_ids=batch["token_type_ids"], labels=labels)  # fmt: skip
             hf_flops = batch_size * bert.train_flops_per_sequence(config, seq, None)  # its head runs on every row
 
-            def hf_model():
+            def hf_model(hf_dict=config.to_hf_dict()):  # bound now: `config` is rebound below, before the compile row
                 torch.manual_seed(0)
-                hf_config = transformers.BertConfig(**config.to_hf_dict(), attn_implementation="sdpa")
-                return transformers.BertForMaskedLM(hf_config)
+                return transformers.BertForMaskedLM(transformers.BertConfig(**hf_dict, attn_implementation="sdpa"))
 
-            reference = _torch_rows("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch,
-                                    device, dict(size=shapes.bert_size, seq=seq, batch=batch_size))  # fmt: skip
+            hf_info = dict(size=shapes.bert_size, seq=seq, batch=batch_size)
+            reference = _torch_row("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch,
+                                   device, hf_info, compiled=False)  # fmt: skip
         rows += reference
         for remat in (False, True):
+            if _late(args):
+                rows.append(_skipped("bert_train", "sslm_jax", "past --deadline-s", seq=seq, batch=batch_size,
+                                     remat=remat))  # fmt: skip
+                continue
             config = bert_config(shapes, seq, remat=remat)
             model = bert.BertForMaskedLM(config)
             run = _jax_train_step(model, make_pretraining_loss(model, use_nsp=False, segment_attention=False), batch)
@@ -230,6 +261,9 @@ def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[
                              model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size, seq=seq,
                              batch=batch_size, dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
             _emit(rows[-1])
+        if torch is not None:  # last: a compile takes minutes, and the rows above matter more when time is short
+            rows += _torch_row("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch, device,
+                               hf_info, compiled=True)  # fmt: skip
     return rows
 
 
@@ -249,55 +283,62 @@ def bench_gpt(shapes: Shapes, args, peak, torch, transformers, device) -> list[d
                 transformers.GPT2Config(**config.to_hf_dict(), attn_implementation="sdpa")
             )
 
-        reference = _torch_rows("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch,
-                                device, dict(size=shapes.gpt_size, seq=seq, batch=batch_size))  # fmt: skip
+        hf_info = dict(size=shapes.gpt_size, seq=seq, batch=batch_size)
+        reference = _torch_row("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch,
+                               device, hf_info, compiled=False)  # fmt: skip
+    if _late(args):
+        return reference + [_skipped("gpt_train", "sslm_jax", "past --deadline-s", seq=seq, batch=batch_size)]
     model = gpt.GPTLMHeadModel(config)
     first, step = _timed(_jax_train_step(model, make_causal_lm_loss(model, segment_attention=False), batch), args.steps)
     row = _row("gpt_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first, model_flops=model_flops,
                peak=peak, reference=reference, size=shapes.gpt_size, seq=seq, batch=batch_size, dtype="bfloat16",
                params="float32", remat=False)  # fmt: skip
     _emit(row)
-    return reference + [row]
+    compiled = []
+    if torch is not None:
+        compiled = _torch_row("hf_gpt_train", hf_model, inputs, model_flops, batch_size * seq, args, peak, torch, device,
+                              hf_info, compiled=True)  # fmt: skip
+    return reference + [row] + compiled
 
 
-def _torch_rows(bench, make_model, inputs, model_flops, tokens, args, peak, torch, device, info) -> list[dict]:
-    """transformers' eager bf16 step, then (on CUDA) its `torch.compile`d step; a compile that fails or takes longer
-    than --compile-budget-s is reported as skipped, not fatal (the eager row is the reference)."""
-    rows = []
-    for compiled in (False, True):
-        if compiled and (args.smoke or device != "cuda"):
-            continue  # torch.compile is measured on the GPU only
-        impl = "transformers+torch.compile" if compiled else "transformers"
-        model = make_model()
-        run = _torch_train_step(torch.compile(model) if compiled else model, inputs, torch, device)
-        compile_s = None
-        if compiled:
-            start = time.perf_counter()
-            try:
-                run()
-            except Exception as e:  # noqa: BLE001 - see the docstring
-                skipped = f"{type(e).__name__}: {e}"[:300]
-            else:
-                compile_s = time.perf_counter() - start
-                skipped = (
-                    f"compiled in {compile_s:.0f} s > --compile-budget-s" if compile_s > args.compile_budget_s else ""
-                )
-            if skipped:
-                rows.append(dict(bench=bench, impl=impl, skipped=skipped, **info))
-                _emit(rows[-1])
-                del run, model
-                _release(torch, device)
-                continue
-        first, step = _timed(run, args.steps)
-        del run, model
-        _release(torch, device)
-        rows.append(_row(bench, impl, tokens=tokens, step_s=step, first_s=compile_s or first, model_flops=model_flops,
-                         peak=peak, dtype="bfloat16 autocast", params="float32", device=device, **info))  # fmt: skip
-        _emit(rows[-1])
-    return rows
+def _torch_row(bench, make_model, inputs, model_flops, tokens, args, peak, torch, device, info, *,
+               compiled: bool) -> list[dict]:  # fmt: skip
+    """transformers' eager bf16 step, or (on CUDA, per --torch-compile) its `torch.compile`d step: [] or one row.
+    A compile that fails or takes longer than --compile-budget-s is reported as skipped, not fatal (the eager row is
+    the reference)."""
+    impl = "transformers+torch.compile" if compiled else "transformers"
+    if compiled and (args.smoke or device != "cuda" or args.torch_compile == "none"
+                     or (args.torch_compile == "first" and args.compiles)):  # fmt: skip
+        return []  # torch.compile is measured on the GPU only
+    if _late(args):
+        return [_skipped(bench, impl, "past --deadline-s", **info)]
+    model = make_model()
+    run = _torch_train_step(torch.compile(model) if compiled else model, inputs, torch, device)
+    compile_s = None
+    if compiled:
+        args.compiles += 1
+        start = time.perf_counter()
+        try:
+            run()
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            skipped = f"{type(e).__name__}: {e}"[:300]
+        else:
+            compile_s = time.perf_counter() - start
+            skipped = f"compiled in {compile_s:.0f} s > --compile-budget-s" if compile_s > args.compile_budget_s else ""
+        if skipped:
+            del run, model
+            _release(torch, device)
+            return [_skipped(bench, impl, skipped, **info)]
+    first, step = _timed(run, args.steps)
+    del run, model
+    _release(torch, device)
+    row = _row(bench, impl, tokens=tokens, step_s=step, first_s=compile_s or first, model_flops=model_flops, peak=peak,
+               dtype="bfloat16 autocast", params="float32", device=device, **info)  # fmt: skip
+    _emit(row)
+    return [row]
 
 
-def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[dict]:
+def bench_generate(shapes: Shapes, args, peak, torch, transformers, device) -> list[dict]:
     """Greedy decoding of exactly `new` tokens per row (no EOS), the same random weights and prompts on both sides."""
     batch_size, prompt_len, new = shapes.generate
     config = gpt_config(shapes, prompt_len + new)
@@ -306,7 +347,9 @@ def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[di
     prompt = np.random.RandomState(0).randint(0, config.vocab_size, (batch_size, prompt_len)).astype(np.int32)
     info = dict(size=shapes.gpt_size, batch=batch_size, prompt=prompt_len, new_tokens=new, dtype="bfloat16")
     reference = []
-    if torch is not None:
+    if torch is not None and _late(args):
+        reference = [_skipped("hf_gpt_generate", "transformers", "past --deadline-s", **info)]
+    elif torch is not None:
         import tempfile
 
         from sslm_jax.interop import hf_gpt2
@@ -322,7 +365,7 @@ def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[di
                                   max_new_tokens=new, min_new_tokens=new, pad_token_id=0, eos_token_id=None)  # fmt: skip
             return out.cpu()
 
-        first, step = _timed(theirs, args.steps)
+        first, step = _timed(theirs, args.generate_steps)
         reference = [_row("hf_gpt_generate", "transformers", tokens=batch_size * new, step_s=step, first_s=first,
                           model_flops=None, peak=None, device=device, **info)]  # fmt: skip
         _emit(reference[0])
@@ -334,7 +377,9 @@ def bench_generate(shapes: Shapes, args, torch, transformers, device) -> list[di
                            temperature=0.0, eos_id=None)  # fmt: skip
         return np.asarray(out.tokens)
 
-    first, step = _timed(ours, args.steps)
+    if _late(args):
+        return reference + [_skipped("gpt_generate", "sslm_jax", "past --deadline-s", **info)]
+    first, step = _timed(ours, args.generate_steps)
     row = _row("gpt_generate", "sslm_jax", tokens=batch_size * new, step_s=step, first_s=first, model_flops=None,
                peak=None, reference=reference, **info)  # fmt: skip
     _emit(row)
@@ -383,18 +428,31 @@ def main():
     header = dict(bench="environment", device_kind=jax.devices()[0].device_kind, backend=jax.default_backend(),
                   jax=jax.__version__, torch=getattr(torch, "__version__", None), torch_device=device,
                   transformers=getattr(transformers, "__version__", None), peak_bf16_flops=peak,
-                  host=platform.node(), smoke=args.smoke)  # fmt: skip
+                  host=platform.node(), smoke=args.smoke,
+                  matmul_n=256 if args.smoke else 8192)  # fmt: skip
+    header["measured_bf16_matmul_flops"] = matmul_flops(header["matmul_n"], args.steps)
     _emit(header)
     if jax.default_backend() != "cpu" and device == "cpu" and torch is not None:
         print("# torch sees no GPU here: its reference rows run on the CPU and are not comparable", file=sys.stderr)
-    rows = bench_bert(shapes, args, peak, torch, transformers, device)
-    rows += bench_gpt(shapes, args, peak, torch, transformers, device)
-    rows += bench_generate(shapes, args, torch, transformers, device)
+    rows, failed = [], []
+    for section in (bench_bert, bench_gpt, bench_generate):  # one failing section still leaves the others' rows
+        try:
+            rows += section(shapes, args, peak, torch, transformers, device)
+        except Exception as e:  # noqa: BLE001 - reported, and the exit status says so
+            failed.append(_skipped(section.__name__, "-", f"failed: {type(e).__name__}: {e}"[:500]))
+            traceback.print_exc()
+            if torch is not None and device == "cuda":
+                _release(torch, device)
+    rows += failed
     assert "tensorflow" not in sys.modules, "bench/accelerator.py must run without TensorFlow"
     print(_table(rows))
+    print(f"# a bf16 [{header['matmul_n']}]^2 matmul measured here: {header['measured_bf16_matmul_flops'] / 1e12:.1f} "
+          f"TFLOP/s; MFU is against the datasheet peak, {f'{peak / 1e12:.0f} TFLOP/s' if peak else 'unknown here'}")
     print(f"# {time.perf_counter() - start:.0f} s in all; TensorFlow imported: no")
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps([header] + rows, indent=1) + "\n")
+    if failed:
+        sys.exit(f"# {len(failed)} section(s) failed: {', '.join(r['bench'] for r in failed)}")
 
 
 if __name__ == "__main__":
