@@ -151,8 +151,44 @@ def gather_positions(x: Array, positions: Array) -> Array:
     """Rows of each sequence: x [B, T, ...], positions [B, P] -> [B, P, ...].
 
     Example: x[0] = [[a], [b], [c]], positions [[2, 0]] -> [[[c], [a]]].
+
+    Computed as a one-hot matmul (exact: one product by 1.0 per output, summed with zeros in float32), not a
+    gather, for the backward pass: a gather's gradient is a scatter-add, which XLA:GPU emits as a compare-and-swap
+    loop in bfloat16 (openxla/xla#26371); a matmul's is a matmul. Costs B·P·T·H multiply-adds, under 0.1 % of a
+    layer's. A position outside 0..T-1 gives a zero row.
     """
-    return jnp.take_along_axis(x, positions.reshape(*positions.shape, *(1,) * (x.ndim - 2)).astype(jnp.int32), axis=1)
+    one_hot = jax.nn.one_hot(positions, x.shape[1], dtype=x.dtype)  # [B, P, T]
+    flat = x.reshape(*x.shape[:2], -1)
+    rows = jnp.einsum("bpt,btf->bpf", one_hot, flat, precision=jax.lax.Precision.HIGHEST)
+    return rows.reshape(*positions.shape, *x.shape[2:])
+
+
+# Tables of at most this many rows (token types) are looked up by one-hot matmul; see `Embed`.
+ONE_HOT_MAX_ROWS = 16
+
+
+class Embed(nn.Embed):
+    """`nn.Embed` whose lookup is built for its backward pass; the forward values are nn.Embed's, bit for bit.
+
+    nn.Embed casts the whole table to the compute dtype and then gathers, so with bf16 compute the gradient is a
+    bf16 scatter-add, which XLA:GPU runs as a compare-and-swap retry loop (openxla/xla#26371): under contention
+    (every token of a batch adding into token type 0, every row into position 0..T-1) that is tens of times slower
+    than a float32 atomic add. Here the rows are gathered from the stored (float32) table and cast afterwards, so
+    the scatter is float32 (native atomics); tables of at most ONE_HOT_MAX_ROWS rows skip the scatter altogether
+    (a one-hot matmul, exact at HIGHEST precision, whose gradient is a matmul). Quantization still intercepts
+    `__call__` and `attend` as nn.Embed's (`sslm_jax.inference.quantize`).
+    """
+
+    def __call__(self, inputs: Array) -> Array:
+        if not jnp.issubdtype(inputs.dtype, jnp.integer):
+            raise ValueError(f"embedding ids must be integers, got {inputs.dtype}")
+        table = jnp.asarray(self.embedding)
+        if self.num_embeddings <= ONE_HOT_MAX_ROWS:
+            one_hot = jax.nn.one_hot(inputs, self.num_embeddings, dtype=table.dtype)
+            rows = jnp.einsum("...r,rf->...f", one_hot, table, precision=jax.lax.Precision.HIGHEST)
+        else:
+            rows = jnp.take(table, inputs, axis=0)
+        return rows.astype(self.dtype or table.dtype)
 
 
 class Embeddings(nn.Module):
@@ -185,7 +221,7 @@ class Embeddings(nn.Module):
     def setup(self):
         def table(rows, axes):
             init = normal_init(self.init_range, axes)
-            return nn.Embed(rows, self.features, dtype=self.dtype, param_dtype=self.param_dtype, embedding_init=init)
+            return Embed(rows, self.features, dtype=self.dtype, param_dtype=self.param_dtype, embedding_init=init)
 
         self.word_embeddings = table(self.vocab_size, ("vocab", "embed"))
         if self.max_positions:
@@ -204,7 +240,7 @@ class Embeddings(nn.Module):
         deterministic: bool = True,
     ) -> Array:
         """ids [B, T] -> [B, T, features]; missing token types are 0, missing positions 0..T-1."""
-        batch, length = input_ids.shape
+        length = input_ids.shape[1]
         x = self.word_embeddings(input_ids)
         # Summation order (word, type, position) is Hugging Face BERT's; float sums in another order differ.
         if self.type_vocab_size:
@@ -212,9 +248,10 @@ class Embeddings(nn.Module):
         if self.max_positions:
             if length > self.max_positions:
                 raise ValueError(f"sequence length {length} exceeds max_position_embeddings={self.max_positions}")
-            if position_ids is None:
-                position_ids = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
-            x = x + self.position_embeddings(position_ids)
+            if position_ids is None:  # one row of positions, broadcast: its gradient sums over the batch first
+                x = x + self.position_embeddings(jnp.arange(length, dtype=jnp.int32)[None])
+            else:
+                x = x + self.position_embeddings(position_ids)
         if self.layer_norm_eps is not None:
             x = self.LayerNorm(x)
         x = self.dropout(x, deterministic=deterministic)
