@@ -3,6 +3,7 @@ transformers' PyTorch on the same device, in one run of a few minutes.
 
     python bench/accelerator.py --json=/tmp/accelerator.json    # on the GPU / TPU host (under 8 minutes)
     python bench/accelerator.py --smoke                         # tiny shapes on CPU in seconds (tests run this)
+    python bench/accelerator.py --sections=bert --bert-seqs=128 --ablations=nodropout,rbg,cudnn --no-torch
 
 Needs only jax, flax, optax and numpy (plus torch and transformers for the reference rows, skipped when absent),
 never TensorFlow: the input pipeline is measured elsewhere (bench/pipeline.py), batches here are synthetic. A
@@ -16,6 +17,10 @@ Rows (one JSON line each, then a table; `--json` also writes them all to a file)
     every position), and `torch.compile` of it when it compiles within --compile-budget-s.
   - gpt_train / hf_gpt_train: GPT-2 small causal-LM train step at seq 512, the same way.
   - gpt_generate / hf_gpt_generate: greedy decoding from GPT-2 small, bf16, batch 8, prompt 64, 256 new tokens.
+  - bert_ablation (--ablations): the bert_train step (no remat) with one thing changed, to attribute its time on a
+    device: `nodropout` (no dropout at all: no random bits, and attention takes jax.nn.dot_product_attention),
+    `rbg` (dropout bits from the `rbg` PRNG instead of threefry), `cudnn` (nodropout with cuDNN's fused attention;
+    GPU only). The BERT step was 2.3x slower than transformers' on an H200 (BENCHMARKS.md): these rows say where.
 tokens_per_s counts input tokens per second (train) or new tokens per second (generation). mfu = model FLOPs
 (`train_flops_per_sequence`: forward + backward, remat recomputation not credited) / step time / the chip's
 dense bf16 peak (`sslm_jax.training.flops`); null where the peak is unknown (CPUs). ratio_vs_hf = our tokens/s
@@ -85,10 +90,20 @@ def _parse():
     p.add_argument("--torch-compile", choices=("all", "first", "none"), default="all",
                    help="which transformers rows also get a torch.compile row (on CUDA): each compile takes minutes")
     p.add_argument("--generate-steps", type=int, default=3, help="timed generations per side (each is seconds long)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {', '.join(SECTIONS)}")
+    p.add_argument("--bert-seqs", default="", help="comma-separated BERT sequence lengths to run (default: all)")
+    p.add_argument("--ablations", default="", help=f"comma-separated bert_ablation rows: {', '.join(ABLATIONS)}")
     p.add_argument("--deadline-s", type=float, default=0.0,
                    help="start no further row after this many seconds (0: none); later rows are listed as skipped, "
                         "so that a run on a rented device fits its lease and still prints its table")
     args = p.parse_args()
+    for flag, given, known in (("--sections", args.sections, SECTIONS), ("--ablations", args.ablations, ABLATIONS)):
+        unknown = sorted(set(filter(None, given.split(","))) - set(known))
+        if unknown:
+            p.error(f"{flag}: unknown {', '.join(unknown)}; choose from {', '.join(known)}")
+    args.sections = [name for name in SECTIONS if name in args.sections.split(",")]
+    args.ablations = [name for name in ABLATIONS if name in args.ablations.split(",")]
+    args.bert_seqs = {int(x) for x in args.bert_seqs.split(",") if x}
     args.start, args.compiles = time.perf_counter(), 0
     if args.smoke:
         args.steps, args.generate_steps = min(args.steps, 2), min(args.generate_steps, 2)
@@ -144,7 +159,7 @@ def matmul_flops(n: int, steps: int) -> float:
 # --- sslm_jax --------------------------------------------------------------------------------------------------
 
 
-def _jax_train_step(model, loss_fn, batch: dict) -> Callable[[], float]:
+def _jax_train_step(model, loss_fn, batch: dict, rng=None) -> Callable[[], float]:
     """`make_train_step` + AdamW, jitted with the state donated on a one-device mesh; each call is one step."""
     tx = optim.adamw(learning_rate=LR, weight_decay=WD, eps=EPS, max_grad_norm=CLIP)
     mesh = partitioning.create_mesh((1, 1, 1), devices=jax.devices()[:1])
@@ -153,9 +168,10 @@ def _jax_train_step(model, loss_fn, batch: dict) -> Callable[[], float]:
     step = partitioning.jit_train_step(make_train_step(tx, loss_fn), shardings, sharding, mesh)
     device_batch = jax.device_put(batch, sharding)
     box = {"state": state}
+    rng = jax.random.key(1) if rng is None else rng
 
     def run():
-        box["state"], metrics = step(box["state"], device_batch, jax.random.key(1))
+        box["state"], metrics = step(box["state"], device_batch, rng)
         return float(metrics["loss"])  # waits for the step
 
     return run
@@ -225,9 +241,47 @@ def _torch_inputs(torch, **arrays) -> dict:
 # --- The benchmarks -------------------------------------------------------------------------------------------
 
 
+# name -> (BertConfig overrides, the PRNG implementation of the step's key, the backends it can run on or None).
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+ABLATIONS: dict[str, tuple[dict, str, tuple[str, ...] | None]] = {
+    "nodropout": (NO_DROPOUT, "threefry2x32", None),
+    "rbg": ({}, "rbg", None),
+    "cudnn": ({**NO_DROPOUT, "attention_implementation": "cudnn"}, "threefry2x32", ("gpu", "cuda")),
+}
+
+
+def _ablation_rows(shapes: Shapes, args, peak, seq: int, batch_size: int, batch: dict, reference) -> list[dict]:
+    rows = []
+    for name in args.ablations:
+        overrides, prng, backends = ABLATIONS[name]
+        info = dict(seq=seq, batch=batch_size, variant=name)
+        if backends and jax.default_backend() not in backends:
+            rows.append(_skipped("bert_ablation", "sslm_jax", f"needs a {'/'.join(backends)} backend", **info))
+            continue
+        if _late(args):
+            rows.append(_skipped("bert_ablation", "sslm_jax", "past --deadline-s", **info))
+            continue
+        config = dataclasses.replace(bert_config(shapes, seq, remat=False), **overrides)
+        model = bert.BertForMaskedLM(config)
+        loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
+        try:  # a variant the device cannot run (cuDNN's attention on an old GPU) is a row, not the section's end
+            first, step = _timed(_jax_train_step(model, loss_fn, batch, jax.random.key(1, impl=prng)), args.steps)
+        except Exception as e:  # noqa: BLE001
+            rows.append(_skipped("bert_ablation", "sslm_jax", f"failed: {type(e).__name__}: {e}"[:300], **info))
+            continue
+        model_flops = batch_size * bert.train_flops_per_sequence(config, seq, batch["masked_positions"].shape[1])
+        rows.append(_row("bert_ablation", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first,
+                         model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size,
+                         dtype="bfloat16", params="float32", remat=False, **info))  # fmt: skip
+        _emit(rows[-1])
+    return rows
+
+
 def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[dict]:
     rows = []
     for seq, batch_size in shapes.bert_runs:
+        if args.bert_seqs and seq not in args.bert_seqs:
+            continue
         config = bert_config(shapes, seq, remat=False)
         batch = mlm_batch(batch_size, seq, config.vocab_size)
         reference = []
@@ -261,6 +315,7 @@ def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[
                              model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size, seq=seq,
                              batch=batch_size, dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
             _emit(rows[-1])
+        rows += _ablation_rows(shapes, args, peak, seq, batch_size, batch, reference)
         if torch is not None:  # last: a compile takes minutes, and the rows above matter more when time is short
             rows += _torch_row("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch, device,
                                hf_info, compiled=True)  # fmt: skip
@@ -386,6 +441,9 @@ def bench_generate(shapes: Shapes, args, peak, torch, transformers, device) -> l
     return reference + [row]
 
 
+SECTIONS = {"bert": bench_bert, "gpt": bench_gpt, "generate": bench_generate}
+
+
 def _release(torch, device: str) -> None:
     """Gives the GPU memory of a finished reference (its last references deleted) back before JAX's rows."""
     if device == "cuda":
@@ -400,13 +458,14 @@ def _table(rows: list[dict]) -> str:
     lines = ["| bench | impl | seq | batch | remat | tokens/s | MFU | vs HF | step s | first call s |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for r in rows:
+        impl = f"{r['impl']} {r['variant']}" if "variant" in r else r["impl"]
         if "skipped" in r:
-            lines.append(f"| {r['bench']} | {r['impl']} | {r.get('seq', '')} | {r.get('batch', '')} | | skipped: "
+            lines.append(f"| {r['bench']} | {impl} | {r.get('seq', '')} | {r.get('batch', '')} | | skipped: "
                          f"{r['skipped'][:60]} | | | | |")  # fmt: skip
             continue
         mfu = f"{100 * r['mfu']:.1f} %" if r.get("mfu") is not None else "-"
         ratio = f"{r['ratio_vs_hf']:.2f}x" if "ratio_vs_hf" in r else "-"
-        lines.append(f"| {r['bench']} | {r['impl']} | {r.get('seq', r.get('prompt', ''))} | {r['batch']} | "
+        lines.append(f"| {r['bench']} | {impl} | {r.get('seq', r.get('prompt', ''))} | {r['batch']} | "
                      f"{r.get('remat', '')} | {r['tokens_per_s']:,.0f} | {mfu} | {ratio} | {r['step_s']:.4f} | "
                      f"{r['first_call_s']:.1f} |")  # fmt: skip
     return "\n".join(lines)
@@ -435,7 +494,7 @@ def main():
     if jax.default_backend() != "cpu" and device == "cpu" and torch is not None:
         print("# torch sees no GPU here: its reference rows run on the CPU and are not comparable", file=sys.stderr)
     rows, failed = [], []
-    for section in (bench_bert, bench_gpt, bench_generate):  # one failing section still leaves the others' rows
+    for section in (SECTIONS[name] for name in args.sections):  # one failing section still leaves the others' rows
         try:
             rows += section(shapes, args, peak, torch, transformers, device)
         except Exception as e:  # noqa: BLE001 - reported, and the exit status says so

@@ -23,7 +23,7 @@ def test_smoke_runs_every_row_without_tensorflow(tmp_path, torch):
     )
     env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
     out = subprocess.run(
-        [sys.executable, "bench/accelerator.py", "--smoke", f"--json={out_file}"],
+        [sys.executable, "bench/accelerator.py", "--smoke", f"--json={out_file}", "--ablations=nodropout,rbg,cudnn"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -45,7 +45,12 @@ def test_smoke_runs_every_row_without_tensorflow(tmp_path, torch):
         ("gpt_generate", "sslm_jax", None),
         ("hf_gpt_generate", "transformers", None),
     }, got
-    for r in rows[1:]:
+    ablations = {r["variant"]: r for r in rows if r["bench"] == "bert_ablation"}
+    assert ablations.keys() == {"nodropout", "rbg", "cudnn"}, ablations
+    assert ablations["cudnn"]["skipped"] == "needs a gpu/cuda backend"  # cuDNN's attention: GPU only
+    measured = [r for r in rows[1:] if "skipped" not in r]
+    assert len(measured) == len(rows) - 2, rows
+    for r in measured:
         assert r["tokens_per_s"] > 0 and r["step_s"] > 0 and r["mfu"] is None, r  # CPUs have no known peak
-    assert all("ratio_vs_hf" in r for r in rows[1:] if r["impl"] == "sslm_jax"), rows
+    assert all("ratio_vs_hf" in r for r in measured if r["impl"] == "sslm_jax"), rows
     assert "| bench | impl |" in out.stdout and "TensorFlow imported: no" in out.stdout
