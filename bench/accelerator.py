@@ -250,6 +250,21 @@ ABLATIONS: dict[str, tuple[dict, str, tuple[str, ...] | None]] = {
 }
 
 
+def _bert_row(bench: str, shapes: Shapes, config: bert.BertConfig, batch: dict, rng, args, peak, reference,
+              **info) -> dict:  # fmt: skip
+    """One timed sslm_jax BERT masked-LM step of `config` on `batch`, as a row (emitted)."""
+    model = bert.BertForMaskedLM(config)
+    loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
+    first, step = _timed(_jax_train_step(model, loss_fn, batch, rng), args.steps)
+    batch_size, seq = batch["input_ids"].shape
+    model_flops = batch_size * bert.train_flops_per_sequence(config, seq, batch["masked_positions"].shape[1])
+    row = _row(bench, "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first, model_flops=model_flops,
+               peak=peak, reference=reference, size=shapes.bert_size, seq=seq, batch=batch_size, dtype="bfloat16",
+               params="float32", remat=config.remat, **info)  # fmt: skip
+    _emit(row)
+    return row
+
+
 def _ablation_rows(shapes: Shapes, args, peak, seq: int, batch_size: int, batch: dict, reference) -> list[dict]:
     rows = []
     for name in args.ablations:
@@ -262,18 +277,11 @@ def _ablation_rows(shapes: Shapes, args, peak, seq: int, batch_size: int, batch:
             rows.append(_skipped("bert_ablation", "sslm_jax", "past --deadline-s", **info))
             continue
         config = dataclasses.replace(bert_config(shapes, seq, remat=False), **overrides)
-        model = bert.BertForMaskedLM(config)
-        loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
         try:  # a variant the device cannot run (cuDNN's attention on an old GPU) is a row, not the section's end
-            first, step = _timed(_jax_train_step(model, loss_fn, batch, jax.random.key(1, impl=prng)), args.steps)
+            rows.append(_bert_row("bert_ablation", shapes, config, batch, jax.random.key(1, impl=prng), args, peak,
+                                  reference, variant=name))  # fmt: skip
         except Exception as e:  # noqa: BLE001
             rows.append(_skipped("bert_ablation", "sslm_jax", f"failed: {type(e).__name__}: {e}"[:300], **info))
-            continue
-        model_flops = batch_size * bert.train_flops_per_sequence(config, seq, batch["masked_positions"].shape[1])
-        rows.append(_row("bert_ablation", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first,
-                         model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size,
-                         dtype="bfloat16", params="float32", remat=False, **info))  # fmt: skip
-        _emit(rows[-1])
     return rows
 
 
@@ -306,15 +314,7 @@ def bench_bert(shapes: Shapes, args, peak, torch, transformers, device) -> list[
                                      remat=remat))  # fmt: skip
                 continue
             config = bert_config(shapes, seq, remat=remat)
-            model = bert.BertForMaskedLM(config)
-            run = _jax_train_step(model, make_pretraining_loss(model, use_nsp=False, segment_attention=False), batch)
-            first, step = _timed(run, args.steps)
-            predictions = batch["masked_positions"].shape[1]
-            model_flops = batch_size * bert.train_flops_per_sequence(config, seq, predictions)
-            rows.append(_row("bert_train", "sslm_jax", tokens=batch_size * seq, step_s=step, first_s=first,
-                             model_flops=model_flops, peak=peak, reference=reference, size=shapes.bert_size, seq=seq,
-                             batch=batch_size, dtype="bfloat16", params="float32", remat=remat))  # fmt: skip
-            _emit(rows[-1])
+            rows.append(_bert_row("bert_train", shapes, config, batch, None, args, peak, reference))
         rows += _ablation_rows(shapes, args, peak, seq, batch_size, batch, reference)
         if torch is not None:  # last: a compile takes minutes, and the rows above matter more when time is short
             rows += _torch_row("hf_bert_train", hf_model, inputs, hf_flops, batch_size * seq, args, peak, torch, device,
