@@ -347,6 +347,27 @@ def test_stdlib_documents_are_real_text_without_imports():
     assert sorted(halves[0] + halves[1]) == sorted(texts)
 
 
+
+def test_the_parsed_corpus_is_cached_and_reparsed_when_a_source_changes(tmp_path, monkeypatch):
+    """`sources._docstrings` parses a standard library once per installation: read back, it gives exactly the parsed
+    texts (non-ASCII and an escaped lone surrogate included); an edited file means a new parse."""
+    monkeypatch.setenv("SSLM_CACHE_DIR", str(tmp_path / "cache"))
+    root = tmp_path / "lib"
+    (root / "pkg").mkdir(parents=True)
+    (root / "os.py").write_text('"""' + "The operating system, naïvely: « ünïcode » and 中文 words. " * 3 + '"""\n')
+    surrogate = "A lone surrogate spelled as an escape: \\udc80, kept as it is, long enough to be a document."
+    (root / "pkg" / "mod.py").write_text(f'def f():\n    """{surrogate}"""\n')
+    parses = []
+    real = sources._parse_docstrings
+    monkeypatch.setattr(sources, "_parse_docstrings", lambda *a: parses.append(1) or real(*a))
+    first = sources._docstrings(root)
+    assert len(first) == 2 and "\udc80" in first[1] and "中文" in first[0]
+    assert sources._docstrings(root) == first and len(parses) == 1
+    (root / "pkg" / "mod.py").write_text('def f():\n    """' + "An edited docstring, long enough to be kept. " * 3 + '"""\n')
+    edited = sources._docstrings(root)
+    assert len(parses) == 2 and edited[0] == first[0] and edited[1].startswith("An edited docstring")
+
+
 # --- documents(config) ------------------------------------------------------------------------------------------
 
 

@@ -83,3 +83,21 @@ def test_default_folder_is_the_user_cache(monkeypatch, tmp_path):
     monkeypatch.delenv("SSLM_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert table_cache.cache_dir() == tmp_path / "sslm_jax"
+
+
+def test_the_pre_tokenizer_classes_read_back_equal_the_computed_ones(cache):
+    from sslm_jax.data import tokenizer
+
+    computed = tokenizer._compute_pre_tokenizer_classes()
+    tokenizer._pre_tokenizer_classes.cache_clear()
+    try:
+        first = tokenizer._pre_tokenizer_classes()  # computes and writes
+        tokenizer._pre_tokenizer_classes.cache_clear()
+        second = tokenizer._pre_tokenizer_classes()  # reads back
+    finally:
+        tokenizer._pre_tokenizer_classes.cache_clear()
+    assert len(list(cache.glob("bert_pre_tokenizer_classes-*.npz"))) == 1
+    assert first == second and second.whitespace == frozenset(map(chr, computed["whitespace"].tolist()))
+    assert second.punctuation == frozenset(map(chr, computed["punctuation"].tolist()))
+    assert {" ", "\t", "\n", "\u3000"} <= second.whitespace and {",", ".", "$", "\u3001"} <= second.punctuation
+    assert not {"a", "\u4e2d", "\u2603"} & (second.whitespace | second.punctuation)

@@ -74,3 +74,31 @@ def test_jax_keeps_the_accelerator_when_the_pipeline_runs():
     assert not tf.config.get_visible_devices("GPU") and not tf.config.get_visible_devices("TPU")
     x = jax.numpy.ones((1024, 1024))
     assert float((x @ x)[0, 0]) == 1024.0 and x.devices() <= set(jax.devices())
+
+
+
+def test_autograph_leaves_our_pipeline_functions_alone(monkeypatch):
+    """Building a whole pretraining pipeline (token masking, NSP pairs: its maps, filters and scans) makes AutoGraph
+    rewrite none of its functions (start-up time, `tf_setup.skip_autograph`), and the batches come out as usual.
+    The probe itself sees AutoGraph rewrite a function of another module."""
+    from tensorflow.python.autograph.impl import api
+
+    from sslm_jax.data.pretraining import pretraining_dataset
+    from sslm_jax.data.tf_setup import tf
+    from sslm_jax.data.tokenizer import BERT_RESERVED_TOKENS, WordPieceTokenizer
+
+    converted = []
+    real = api._convert_actual
+    monkeypatch.setattr(api, "_convert_actual", lambda f, *a, **k: converted.append(f.__module__) or real(f, *a, **k))
+    docs = tf.data.Dataset.from_tensor_slices(["w1 w2 w3 .\nw4 w5 .", "w6 w7 w8 w9 .\nw1 w2 ."] * 8)
+    list(docs.map(lambda doc: tf.strings.length(doc)).take(1))
+    assert converted == [__name__], converted
+    converted.clear()
+    tokenizer = WordPieceTokenizer([*BERT_RESERVED_TOKENS, ".", *(f"w{i}" for i in range(1, 10))])
+    dataset = pretraining_dataset(
+        docs, tokenizer, objective="nsp", max_seq_len=16, max_predictions_per_seq=3, mask_rate=0.15,
+        masking="token", short_seq_prob=0.1, train=True, per_host_batch=2, seed=0, shuffle_buffer=4,
+    )  # fmt: skip
+    batch = next(iter(dataset))
+    assert batch["input_ids"].shape == (2, 16) and int(tf.reduce_sum(batch["masked_weights"])) > 0
+    assert converted == [], f"AutoGraph rewrote functions of {sorted(set(converted))}"

@@ -187,8 +187,6 @@ def make_encoder(tokenizer, *, max_seq_len: int, batch_size: int, pair: bool):
     token_type_ids [[0, 0, 0, 0, 0, 0]], label [1], example_weight [1.0].
     """
 
-    # Nothing here branches on tensor values, so AutoGraph's conversion (slow to trace) is not needed.
-    @tf.autograph.experimental.do_not_convert
     def encode(examples: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         ids_b = tokenizer.tokenize(examples["text_b"]) if pair else None
         out = pack_inputs(

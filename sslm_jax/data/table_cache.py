@@ -1,12 +1,13 @@
-"""An on-disk cache for the per-code-point tables that the tokenizers derive from Hugging Face `tokenizers`.
+"""An on-disk cache for tables the library derives, slowly but deterministically, from what is installed.
 
     values, splits = cached_arrays("wordpiece_chars", {"lower_case": True}, compute=lambda: ...)
 
 Why: `tokenizer._char_table` and `bpe_ops.code_point_classes` run HF's normaliser / pre-tokeniser over all
-1.1 M code points (5-7 s each). Every process that loads a tokenizer paid that: each `sslm fill-mask`, notebook
-cell and subprocess test. The result only depends on the table's recipe and the `tokenizers` version, so it is
-computed once per (name, arguments, `RECIPE_VERSION`, sslm_jax version, tokenizers version) and read back
-afterwards (~10 ms).
+1.1 M code points (5-7 s each), `tokenizer._pre_tokenizer_classes` the pre-tokeniser alone (~2 s), and the offline
+corpus (`sources._docstrings`) parses the standard library's sources (~8 s). Every process that loads a tokenizer,
+trains a vocabulary or reads that corpus paid this: each `sslm fill-mask`, demo run, notebook cell and subprocess
+test. The result only depends on the table's recipe and its inputs, so it is computed once per (name, arguments,
+`RECIPE_VERSION`, sslm_jax version, tokenizers version) and read back afterwards (milliseconds).
 
 Where: `$SSLM_CACHE_DIR`, else `$XDG_CACHE_HOME/sslm_jax`, else `~/.cache/sslm_jax` - never inside the package, so a
 read-only install works. A cache that cannot be written is not an error: the table is computed in memory, as

@@ -213,10 +213,17 @@ class _PreTokenizerClasses(NamedTuple):
 
 @functools.lru_cache(maxsize=1)
 def _pre_tokenizer_classes() -> _PreTokenizerClasses:
+    """Which characters HF's `BertPreTokenizer` splits at and isolates: computed once per library version
+    (`_compute_pre_tokenizer_classes`, ~2 s), then read from the on-disk cache (`table_cache`)."""
+    table = table_cache.cached_arrays("bert_pre_tokenizer_classes", {}, _compute_pre_tokenizer_classes)
+    return _PreTokenizerClasses(*(frozenset(map(chr, table[name].tolist())) for name in _PreTokenizerClasses._fields))
+
+
+def _compute_pre_tokenizer_classes() -> dict[str, np.ndarray]:
     """Runs HF's pre-tokeniser over every code point, each between two copies of a separator that is neither.
 
     In "☃c☃" a punctuation character c comes back as a piece of its own, a whitespace character is missing from
-    all pieces, and any other character is glued to its separators.
+    all pieces, and any other character is glued to its separators. Returns the sorted code points of each class.
     """
     from tokenizers import pre_tokenizers
 
@@ -236,7 +243,8 @@ def _pre_tokenizer_classes() -> _PreTokenizerClasses:
                 punctuation.add(piece)
         # part[i] sits at offset 2 * i + 1 of `text`.
         whitespace.update(c for i, c in enumerate(part) if not covered[2 * i + 1])
-    return _PreTokenizerClasses(frozenset(whitespace), frozenset(punctuation))
+    code_points = lambda chars: np.array(sorted(map(ord, chars)), np.int32)  # noqa: E731
+    return {"whitespace": code_points(whitespace), "punctuation": code_points(punctuation)}
 
 
 @functools.lru_cache(maxsize=2)
