@@ -24,3 +24,17 @@ def shared_data() -> pathlib.Path:
 def torch():
     """PyTorch, for parity tests against Hugging Face; installed with `pip install torch==2.13.0`."""
     return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
+
+
+# The longest test files (CI durations of session 12), handed out first. With `-n 2 --dist loadfile`, xdist gives
+# files to workers in collection order, so the README examples (alphabetically late, ~10 minutes) used to start
+# last and run alone while the other worker idled. Longest first, the two workers end close together.
+_LONGEST_FIRST = (
+    "test_readme.py", "test_operations.py", "test_objectives_bench.py", "test_deploy_cli.py", "test_loop.py",
+    "test_colab.py", "test_electra_cli.py", "test_gpt_cli.py", "test_finetune_cli.py", "test_bench_accelerator.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
