@@ -347,7 +347,6 @@ def test_stdlib_documents_are_real_text_without_imports():
     assert sorted(halves[0] + halves[1]) == sorted(texts)
 
 
-
 def test_the_parsed_corpus_is_cached_and_reparsed_when_a_source_changes(tmp_path, monkeypatch):
     """`sources._docstrings` parses a standard library once per installation: read back, it gives exactly the parsed
     texts (non-ASCII and an escaped lone surrogate included); an edited file means a new parse."""
@@ -363,7 +362,8 @@ def test_the_parsed_corpus_is_cached_and_reparsed_when_a_source_changes(tmp_path
     first = sources._docstrings(root)
     assert len(first) == 2 and "\udc80" in first[1] and "中文" in first[0]
     assert sources._docstrings(root) == first and len(parses) == 1
-    (root / "pkg" / "mod.py").write_text('def f():\n    """' + "An edited docstring, long enough to be kept. " * 3 + '"""\n')
+    edited_doc = "An edited docstring, long enough to be kept. " * 3
+    (root / "pkg" / "mod.py").write_text(f'def f():\n    """{edited_doc}"""\n')
     edited = sources._docstrings(root)
     assert len(parses) == 2 and edited[0] == first[0] and edited[1].startswith("An edited docstring")
 

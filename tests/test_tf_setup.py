@@ -76,7 +76,6 @@ def test_jax_keeps_the_accelerator_when_the_pipeline_runs():
     assert float((x @ x)[0, 0]) == 1024.0 and x.devices() <= set(jax.devices())
 
 
-
 def test_autograph_leaves_our_pipeline_functions_alone(monkeypatch):
     """Building a whole pretraining pipeline (token masking, NSP pairs: its maps, filters and scans) makes AutoGraph
     rewrite none of its functions (start-up time, `tf_setup.skip_autograph`), and the batches come out as usual.

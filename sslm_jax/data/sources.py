@@ -278,7 +278,7 @@ def _stdlib_texts() -> tuple[str, ...]:
 
 def _docstrings(root: pathlib.Path) -> tuple[str, ...]:
     """The corpus of the standard library at `root`: parsed once (~8 s on one core), then read from the on-disk
-    cache (`table_cache`, ~0.1 s). Every process that trains or evaluates on the stdlib corpus (the demos, the
+    cache (`table_cache`, ~0.05 s). Every process that trains or evaluates on the stdlib corpus (the demos, the
     smoke runs) paid the parse. The cache key lists every source file with its size and modification time, and
     the Python version, so an edited, added or removed file means a new parse."""
     paths = _stdlib_sources(root)
