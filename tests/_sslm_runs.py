@@ -12,13 +12,21 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = f"{ROOT / 'configs' / 'bert_demo.py'}:smoke"
 TIMEOUT_S = 900  # one run on two busy cores takes 1-3 minutes; a hang must still end the test
+SESSION_CACHE_VARIABLE = "SSLM_TEST_COMPILE_CACHE"  # set by conftest.py
+
+
+def session_compile_cache() -> pathlib.Path | None:
+    """The test session's jax compilation cache (made by conftest.py, shared by both xdist workers): the `sslm`,
+    notebook and bench subprocesses of different test files compile the same smoke-size programs."""
+    folder = os.environ.get(SESSION_CACHE_VARIABLE)
+    return pathlib.Path(folder) if folder else None
 
 
 def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a CPU run with `devices` fake devices (conftest's 8 are replaced).
 
-    `cache_dir`: jax's persistent compilation cache, shared by the runs of one test module so that only the first
-    compiles (XLA's output for the same program is the same, cached or not).
+    `cache_dir`: jax's persistent compilation cache, e.g. shared by the runs of one test module so that only the
+    first compiles (XLA's output for the same program is the same, cached or not); None: no cache, the run compiles.
     """
     env = dict(os.environ)
     env.update(
@@ -27,6 +35,7 @@ def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
     )
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if cache_dir is not None:
         env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     env.update(extra)
@@ -138,10 +147,13 @@ def write_tiny_vocab(path: pathlib.Path) -> pathlib.Path:
 
 
 def sslm(*args, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m sslm_jax ARGS` from the repository root, output captured; with `check`, exit 0 is asserted."""
+    """`python -m sslm_jax ARGS` from the repository root, output captured; with `check`, exit 0 is asserted. One CPU
+    device, as on a user's machine (conftest's 8 fake devices are for the in-process sharding tests), and the
+    session's compilation cache."""
     out = subprocess.run(
-        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900
-    )
+        [sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+        env=sslm_env(cache_dir=session_compile_cache()),
+    )  # fmt: skip
     if check:
         assert out.returncode == 0, out.stderr[-3000:]
     return out

@@ -1,13 +1,18 @@
-"""Test-wide setup: 8 fake CPU devices for sharding tests, quiet TensorFlow, the shared data folder."""
+"""Test-wide setup: 8 fake CPU devices for sharding tests, quiet TensorFlow, the shared data folder, a compilation
+cache for the subprocesses."""
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 # Must happen before jax initialises its backends (i.e. before any test module touches a device).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+
+from _sslm_runs import SESSION_CACHE_VARIABLE  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -26,15 +31,42 @@ def torch():
     return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
 
 
-# The longest test files (CI durations of session 12), handed out first. With `-n 2 --dist loadfile`, xdist gives
-# files to workers in collection order, so the README examples (alphabetically late, ~10 minutes) used to start
-# last and run alone while the other worker idled. Longest first, the two workers end close together.
+# The longest test files (CI durations of session 13), handed out first. With `-n 2 --dist loadfile`, xdist gives
+# whole files to the workers in queue order, so the README examples (one test, ~10 minutes) used to start last and
+# run alone while the other worker idled. Longest first, the two workers end close together. xdist's own queue order
+# (files with the most tests first) is turned off in pytest_configure for this one to hold.
 _LONGEST_FIRST = (
-    "test_readme.py", "test_operations.py", "test_objectives_bench.py", "test_deploy_cli.py", "test_loop.py",
-    "test_colab.py", "test_electra_cli.py", "test_gpt_cli.py", "test_finetune_cli.py", "test_bench_accelerator.py",
+    "test_readme.py", "test_operations.py", "test_deploy_cli.py", "test_loop.py", "test_objectives_bench.py",
+    "test_colab.py", "test_gpt_cli.py", "test_finetune_cli.py", "test_electra_cli.py", "test_tokenizer.py",
+    "test_pretraining.py", "test_serve_cli.py", "test_objectives.py", "test_cli.py", "test_electra_objective.py",
+    "test_bench_accelerator.py",
 )  # fmt: skip
 
 
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
+
+
+_OWN_CACHE = pytest.StashKey[str]()  # the cache folder this process made (and removes at the end)
+
+
+def pytest_configure(config):
+    # xdist's loadfile queue keeps the collection order (_LONGEST_FIRST) instead of putting files with more tests first.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+    # One jax compilation cache for the session's subprocesses (`sslm` commands, notebooks, benches), opted into with
+    # _sslm_runs.session_compile_cache(): the README, the notebooks and the CLI tests run the same smoke configs, and
+    # each program need be compiled once (a hit is XLA's same executable). Made by the controller before xdist starts
+    # its workers, which inherit it. In-process tests do not use it: jax read its settings when first imported.
+    if SESSION_CACHE_VARIABLE not in os.environ:
+        folder = tempfile.mkdtemp(prefix="sslm-test-jax-cache-")
+        os.environ[SESSION_CACHE_VARIABLE] = folder
+        config.stash[_OWN_CACHE] = folder
+
+
+def pytest_unconfigure(config):
+    folder = config.stash.get(_OWN_CACHE, None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop(SESSION_CACHE_VARIABLE, None)

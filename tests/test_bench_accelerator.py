@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import _blocked_imports
+from _sslm_runs import session_compile_cache, sslm_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -16,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_smoke_runs_every_row_without_tensorflow(tmp_path, torch):
     out_file = tmp_path / "accelerator.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, as on a one-chip host
+    env = sslm_env(cache_dir=session_compile_cache())  # one CPU device, as on a one-chip host
     # The script runs from a bare checkout: no TensorFlow may be importable for it to pass.
     (tmp_path / "sitecustomize.py").write_text(
         _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))

@@ -18,6 +18,8 @@ import sys
 
 import pytest
 
+from _sslm_runs import session_compile_cache
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
 EXPECTED = ("electra.ipynb", "finetune_classifier.ipynb", "gpt_generate.ipynb", "pretrain_bert.ipynb")
@@ -106,6 +108,9 @@ def _execute(notebook: pathlib.Path, tmp_path, monkeypatch) -> tuple[str, list[s
     monkeypatch.setenv("SSLM_SST2_DIR", str(_sst2_dir(tmp_path)))
     monkeypatch.setenv("TMPDIR", str(runs))
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # conftest's 8 fake devices are for the in-process tests
+    if cache := session_compile_cache():  # the smoke configs the README and CLI tests also compile
+        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
+        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
     nb = nbformat.read(notebook, as_version=4)
     client = nbclient.NotebookClient(
         nb, kernel_name="python3", timeout=900, resources={"metadata": {"path": str(ROOT)}}

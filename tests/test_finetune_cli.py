@@ -13,7 +13,7 @@ import re
 import numpy as np
 import pytest
 
-from _sslm_runs import sslm
+from _sslm_runs import session_compile_cache, sslm, sslm_env
 from sslm_jax.config_loading import load_config
 from sslm_jax.errors import CheckpointError, DataError, SslmError
 
@@ -88,7 +88,8 @@ def _without_tensorflow(folder: pathlib.Path) -> dict[str, str]:
     (folder / "sitecustomize.py").write_text(
         _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
     )
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")])}
+    env = sslm_env(cache_dir=session_compile_cache())
+    return {**env, "PYTHONPATH": os.pathsep.join([str(folder), env.get("PYTHONPATH", "")])}
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +317,7 @@ def test_the_cold_start_bench_runs(pretrained, torch):
     import sys
 
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "cold_start.py"), f"--workdir={pretrained}",
-                          "--rounds=1"], capture_output=True, text=True, timeout=600)  # fmt: skip
+                          "--rounds=1"], capture_output=True, text=True, timeout=600, env=sslm_env())  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     guesses = re.findall(r"^(sslm fill-mask|transformers pipeline): best guess '(.*)'$", out.stdout, flags=re.M)
     assert len(guesses) == 2 and guesses[0][1] == guesses[1][1], out.stdout

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from _sslm_runs import session_compile_cache, sslm_env
 from configs import objectives
 from sslm_jax.data.sources import sentences
 from sslm_jax.training import validation
@@ -67,7 +68,8 @@ def test_held_out_text_shares_no_sentence_with_training(bench, tmp_path):
 def test_the_protocol_runs_end_to_end_at_smoke_scale(tmp_path):
     command = [sys.executable, str(REPO / "bench" / "objectives.py"), f"--workdir={tmp_path}", "--smoke",
                "--budgets=0.1,0.2", "--draws=1", "--objectives=electra"]  # fmt: skip
-    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500,
+                         env=sslm_env(cache_dir=session_compile_cache()))  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     for start in ("electra@0.1", "electra@0.2", "random"):

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from _sslm_runs import session_compile_cache
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -40,10 +42,14 @@ def test_the_examples_cover_every_command_and_the_server():
 def test_readme_examples_run_as_printed(tmp_path, shared_data):
     """The example blocks run as one bash script from the repository root (../shared/data is read in place), each
     line as printed except two substitutions: /tmp/ becomes a fresh folder and port 8080 a free one. `set -e`: any
-    failing line fails the test; a server that never turns ready is caught by the timeout."""
+    failing line fails the test; a server that never turns ready is caught by the timeout. The environment is a
+    user's (one CPU device, not conftest's 8) plus the session's compilation cache."""
     script = "set -euo pipefail\n" + "\n".join(_example_blocks())
     script = script.replace("/tmp/", f"{tmp_path}/").replace("8080", str(_free_port()))
-    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    if cache := session_compile_cache():
+        env.update(JAX_COMPILATION_CACHE_DIR=str(cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     out = subprocess.run(["bash", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     # What the blocks print: an exported classifier's labels and logits, the served answers and counters.

@@ -11,7 +11,7 @@ import pytest
 
 from _serve_client import call, metric
 from _serve_models import bert_dir, gpt_dir
-from _sslm_runs import Run, assert_cli_error, sslm, sslm_env
+from _sslm_runs import Run, assert_cli_error, session_compile_cache, sslm, sslm_env
 from sslm_jax.inference import text_generation
 from sslm_jax.inference.loading import load_model
 from sslm_jax.models import gpt
@@ -29,7 +29,7 @@ def models(tmp_path_factory):
 
 def start(workdir, logs, *flags) -> tuple[Run, int]:
     args = [sys.executable, "-m", "sslm_jax", "serve", f"--workdir={workdir}", "--port=0", *flags]
-    run = Run(args, env=sslm_env(), logs=logs)
+    run = Run(args, env=sslm_env(cache_dir=session_compile_cache()), logs=logs)
     port = []
 
     def listening():
