@@ -22,6 +22,11 @@ def session_compile_cache() -> pathlib.Path | None:
     return pathlib.Path(folder) if folder else None
 
 
+def compile_cache_env(cache_dir: pathlib.Path) -> dict[str, str]:
+    """The variables that give a jax process its persistent compilation cache in `cache_dir`, every program kept."""
+    return {"JAX_COMPILATION_CACHE_DIR": str(cache_dir), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra: str) -> dict[str, str]:
     """The environment of a CPU run with `devices` fake devices (conftest's 8 are replaced).
 
@@ -37,7 +42,7 @@ def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra
     )
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     if cache_dir is not None:
-        env.update(JAX_COMPILATION_CACHE_DIR=str(cache_dir), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+        env.update(compile_cache_env(cache_dir))
     env.update(extra)
     return env
 

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from _sslm_runs import session_compile_cache
+from _sslm_runs import compile_cache_env, session_compile_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
@@ -109,8 +109,8 @@ def _execute(notebook: pathlib.Path, tmp_path, monkeypatch) -> tuple[str, list[s
     monkeypatch.setenv("TMPDIR", str(runs))
     monkeypatch.delenv("XLA_FLAGS", raising=False)  # conftest's 8 fake devices are for the in-process tests
     if cache := session_compile_cache():  # the smoke configs the README and CLI tests also compile
-        monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(cache))
-        monkeypatch.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        for name, value in compile_cache_env(cache).items():
+            monkeypatch.setenv(name, value)
     nb = nbformat.read(notebook, as_version=4)
     client = nbclient.NotebookClient(
         nb, kernel_name="python3", timeout=900, resources={"metadata": {"path": str(ROOT)}}

@@ -73,6 +73,7 @@ def test_prune_one_shot_then_fine_tuned_with_the_mask_fixed(runs):
     for name, mask in one_shot["masks"].items():
         np.testing.assert_array_equal(fixed["masks"][name], mask)  # fine-tuning kept the mask
     assert fixed["pruning"]["method"] == "magnitude" and fixed["pruning"]["steps"] == 2
+    assert _eval(root / "p50ft")["examples"] == 37  # a pruned float model evaluates like a run
 
 
 def test_pretraining_run_quantized_fills_masks_and_exports(runs):
