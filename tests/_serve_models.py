@@ -48,10 +48,10 @@ def bert_dir(folder: pathlib.Path, head: str) -> pathlib.Path:
 
 
 def gpt_dir(folder: pathlib.Path) -> pathlib.Path:
-    from sslm_jax.data import bpe
+    from sslm_jax.data import bpe_vocab, host_bpe
 
-    tokenizer_dir = bpe.train_bpe(SENTENCES, vocab_size=300, out_dir=folder / "bpe")
-    tok = bpe.load_bpe(tokenizer_dir)
+    tokenizer_dir = bpe_vocab.train_bpe(SENTENCES, vocab_size=300, out_dir=folder / "bpe")
+    tok = host_bpe.HostBPE(tokenizer_dir)
     config = gpt.GPTConfig(vocab_size=tok.vocab_size, bos_token_id=tok.eot_id, eos_token_id=tok.eot_id, **GPT)
     params = _random(gpt.GPTLMHeadModel(config), gpt.init_params, seed=2, scale=0.2)
     return hf_gpt2.save_checkpoint(folder / "gpt2", config, params, tokenizer_dir=tokenizer_dir)

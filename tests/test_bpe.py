@@ -1,4 +1,5 @@
-"""sslm_jax.data.bpe: training, loading errors, id-for-id parity with GPT2TokenizerFast, tf.data use, decoding."""
+"""sslm_jax.data.bpe: training, loading errors, id-for-id parity with GPT2TokenizerFast, tf.data use, decoding; the
+host tokenizer (sslm_jax.data.host_bpe, no TensorFlow) is held to the same ids and errors."""
 
 import csv
 import json
@@ -12,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 from tokenizers import pre_tokenizers  # noqa: E402
 
 from sslm_jax.data import bpe  # noqa: E402
+from sslm_jax.data.host_bpe import HostBPE  # noqa: E402
 from sslm_jax.errors import ConfigError, DataError  # noqa: E402
 
 # Where a naive port of GPT-2's pre-tokeniser (RE2, no lookahead, ASCII \s) or of its BPE goes wrong.
@@ -89,12 +91,14 @@ def _hf(directory):
 
 
 def _assert_same_ids(tok, texts: list[str], reference_dir=None):
-    ours = tok.tokenize(tf.constant(texts)).to_list()
+    """The in-graph tokenizer's ids, and the host tokenizer's on the same files, equal GPT2TokenizerFast's."""
     reference = _hf(reference_dir or tok.directory)(texts)["input_ids"]
-    bad = [i for i in range(len(texts)) if ours[i] != reference[i]]
-    assert not bad, "\n".join(f"{texts[i][:60]!r}: ours {ours[i][:12]} HF {reference[i][:12]}" for i in bad[:10]) + (
-        f"\n({len(bad)} of {len(texts)} differ)"
-    )
+    for name, ours in [("in-graph", tok.tokenize(tf.constant(texts)).to_list()),
+                       ("host", HostBPE(tok.directory).encode(texts))]:  # fmt: skip
+        bad = [i for i in range(len(texts)) if ours[i] != reference[i]]
+        assert not bad, f"{name}:\n" + "\n".join(
+            f"{texts[i][:60]!r}: ours {ours[i][:12]} HF {reference[i][:12]}" for i in bad[:10]
+        ) + f"\n({len(bad)} of {len(texts)} differ)"
 
 
 # --- Parity with Hugging Face --------------------------------------------------------------------------------
@@ -191,10 +195,11 @@ def test_scalar_input_gives_a_vector_and_bad_rank_is_refused(toks):
 
 def test_decode_gives_the_exact_text_back(toks, shared_texts):
     tok = toks["tiny"]
+    host = HostBPE(tok.directory)
     texts = ADVERSARIAL + shared_texts[::500]
     for text, ids in zip(texts, tok.tokenize(texts).to_list()):
-        assert tok.decode(ids) == text
-    assert tok.decode([tok.eot_id]) == bpe.EOT
+        assert tok.decode(ids) == host.decode(ids) == text
+    assert tok.decode([tok.eot_id]) == host.decode([host.eot_id]) == bpe.EOT
 
 
 def test_invalid_utf8_is_kept_byte_for_byte(toks):
@@ -208,10 +213,14 @@ def test_invalid_utf8_is_kept_byte_for_byte(toks):
 
 
 def test_attributes(toks, vocabs):
-    tok = toks["trained"]
-    assert (tok.vocab_size, tok.eot_id, tok.num_merges) == (8000, 0, 8000 - 257)
+    tok, host = toks["trained"], HostBPE(vocabs["trained"])
+    assert (tok.vocab_size, tok.eot_id, tok.num_merges) == (host.vocab_size, host.eot_id, host.num_merges) == (
+        8000, 0, 8000 - 257)  # fmt: skip
     assert tok.vocab_size == len(_hf(vocabs["trained"]))
-    assert str(vocabs["trained"]) in repr(tok)
+    assert str(vocabs["trained"]) in repr(tok) and str(vocabs["trained"]) in repr(host)
+    assert tok.files == host.files and tok.vocab == host.vocab
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        host.decode([host.vocab_size])
 
 
 # --- Training --------------------------------------------------------------------------------------------------
@@ -282,10 +291,14 @@ def _byte_vocab(**extra) -> dict:
     return {**{c: i for i, c in enumerate(bpe.byte_alphabet().values())}, bpe.EOT: 256, **extra}
 
 
-def test_missing_merges_file_is_one_clear_line(tmp_path):
+LOADERS = pytest.mark.parametrize("load", [bpe.load_bpe, HostBPE], ids=["in_graph", "host"])
+
+
+@LOADERS
+def test_missing_merges_file_is_one_clear_line(tmp_path, load):
     _write(tmp_path, _byte_vocab(), merges=None)
     with pytest.raises(DataError) as info:
-        bpe.load_bpe(tmp_path)
+        load(tmp_path)
     message = str(info.value)
     assert "\n" not in message and str(tmp_path / "merges.txt") in message
     assert "train_bpe" in message and "Hugging Face" in message
@@ -302,15 +315,17 @@ def test_missing_merges_file_is_one_clear_line(tmp_path):
         (_byte_vocab(), "a b\n", "merge 1 'a' 'b' uses or makes a token not in vocab.json"),
     ],
 )
-def test_malformed_files_are_data_errors(tmp_path, vocab, merges, message):
+@LOADERS
+def test_malformed_files_are_data_errors(tmp_path, vocab, merges, message, load):
     _write(tmp_path, vocab, merges)
     with pytest.raises(DataError, match=message.replace("|", r"\|")):
-        bpe.load_bpe(tmp_path)
+        load(tmp_path)
 
 
-def test_missing_directory_names_the_vocab_file(tmp_path):
+@LOADERS
+def test_missing_directory_names_the_vocab_file(tmp_path, load):
     with pytest.raises(DataError, match="vocab.json does not exist"):
-        bpe.load_bpe(tmp_path / "nowhere")
+        load(tmp_path / "nowhere")
 
 
 def test_byte_only_vocabulary_needs_no_merges(tmp_path):

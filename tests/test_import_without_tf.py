@@ -48,3 +48,37 @@ def test_the_blocker_blocks():
     """The control: the input pipeline does need TensorFlow, and the blocker makes that import fail."""
     out = _run("import sslm_jax.data.tokenizer")
     assert out.returncode != 0 and "No module named 'tensorflow'" in out.stderr, out.stderr[-2000:]
+
+
+def test_one_shot_inference_and_deployment_need_no_tensorflow(tmp_path):
+    """Only training and evaluation read data through tf.data. Loading a model to generate, serve, quantize, prune or
+    export it tokenizes on the host (or only copies the tokenizer's files), BPE included: all of it runs where
+    TensorFlow cannot be imported. (`export_hf` loads models the same way; it takes only sslm runs.)"""
+    from _serve_models import bert_dir, gpt_dir
+
+    gpt, classifier = gpt_dir(tmp_path), bert_dir(tmp_path, "classification")
+    code = (
+        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
+        + f"gpt, classifier, out = {str(gpt)!r}, {str(classifier)!r}, {str(tmp_path)!r}\n"
+        + """
+import sys
+from sslm_jax.inference import compress, service, stablehlo, text_generation
+print(text_generation.generate_from(gpt, ["the movie"], max_new_tokens=4, temperature=0.0))
+print(sorted(service.create_app(gpt).state.service.backend.runners))
+compress.quantize_model(classifier, out + "/int8", mode="dynamic")
+compress.prune_model(classifier, out + "/pruned", sparsity=0.5)
+stablehlo.export_portable(out + "/int8", out + "/portable")
+stablehlo.export_portable(gpt, out + "/gpt_portable")
+print("tensorflow" in sys.modules)
+"""
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split("\n")[1:3] == ["['generate']", "False"], out.stdout
+    # The same greedy text with the in-graph tokenizer, in this process (TensorFlow allowed).
+    from sslm_jax.inference import text_generation
+
+    assert out.stdout.split("\n")[0] == str(text_generation.generate_from(gpt, ["the movie"], max_new_tokens=4,
+                                                                         temperature=0.0))  # fmt: skip
+    for name in ("int8", "pruned", "portable", "gpt_portable"):
+        assert (tmp_path / name).is_dir(), name

@@ -1,4 +1,5 @@
-"""GPT-2's byte-level BPE: train with Hugging Face `tokenizers`, tokenize in-graph with plain TensorFlow ops.
+"""GPT-2's byte-level BPE: train with Hugging Face `tokenizers`, tokenize in-graph with plain TensorFlow ops. (Training
+and reading the files are in `bpe_vocab`, TF-free; `host_bpe` tokenizes on the host for one-shot inference.)
 
     out = train_bpe(texts, vocab_size=8192, out_dir="bpe")   # -> bpe/ with vocab.json + merges.txt
     tok = load_bpe(out)                    # also a Hugging Face GPT-2 directory (its vocab.json + merges.txt)
@@ -39,125 +40,37 @@ sequence is classed like U+FFFD (other), so `decode_bytes` still gives the input
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
-import tempfile
 from typing import Iterable, Mapping, Sequence
 
 
 from sslm_jax.data.tf_setup import tf
 
-from sslm_jax.data import bpe_ops, graph_records  # noqa: E402
-from sslm_jax.data.bpe_ops import byte_alphabet  # noqa: E402,F401  (part of this module's API)
-from sslm_jax.errors import ConfigError, DataError, shown  # noqa: E402
-
-EOT = "<|endoftext|>"
-VOCAB_FILE, MERGES_FILE = "vocab.json", "merges.txt"
-# GPT-2's pre-tokeniser (HF `pre_tokenizers.ByteLevel(use_regex=True)`), for reference; see step 2 above.
-GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-
-
-# --- Training -------------------------------------------------------------------------------------------------
-
-
-def train_bpe(documents: Iterable[str | bytes], *, vocab_size: int, out_dir: str | os.PathLike) -> pathlib.Path:
-    """Trains a GPT-2-style byte-level BPE and writes `out_dir/vocab.json` and `out_dir/merges.txt`.
-
-    Args:
-      documents: an iterable of `str` (or UTF-8 `bytes`, invalid bytes read as U+FFFD) or a `tf.data.Dataset` of
-        scalar strings; read once.
-      vocab_size: tokens in the vocabulary: "<|endoftext|>" (id 0), the 256 byte tokens (ids 1..256), then merges
-        until vocab_size or until no pair is left to merge.
-      out_dir: created if needed; each file is written to a temporary name and renamed, after training succeeded.
-
-    Returns:
-      `out_dir`, loadable by `load_bpe` and by `transformers.GPT2TokenizerFast.from_pretrained`.
-
-    Example: `train_bpe(["low lower lowest"] * 10, vocab_size=260, out_dir="v")` learns the merges "l o",
-    "lo w", "Ġ lo" (ids 257-259); "low lower" then tokenizes to ["low", "Ġlow", "e", "r"].
-
-    The result is the same in every run for the same corpus (HF's BPE trainer breaks count ties by token id).
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    min_size = 256 + 1
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < min_size:
-        raise ConfigError(
-            f"vocab_size={vocab_size!r} is too small: a byte-level BPE needs an integer >= {min_size} "
-            f"(256 byte tokens plus {EOT})"
-        )
-    out_dir = pathlib.Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"tokenizer output directory {out_dir} exists and is not a directory")
-    if isinstance(documents, tf.data.Dataset):
-        documents = graph_records.numpy_batches(documents)
-    seen_chars = [0]
-
-    def texts():
-        for doc in documents:
-            if isinstance(doc, bytes):
-                doc = doc.decode("utf-8", errors="replace")  # the project's policy for files
-            elif not isinstance(doc, str):
-                raise TypeError(f"train_bpe: documents must be str or bytes, got {type(doc).__name__}: {doc!r:.80}")
-            seen_chars[0] += len(doc)
-            yield doc
-
-    model = Tokenizer(models.BPE())
-    model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    model.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes, seen or not: any text can be encoded
-        show_progress=False,
-    )
-    model.train_from_iterator(texts(), trainer=trainer)
-    if seen_chars[0] == 0:
-        raise DataError("no text to train a BPE vocabulary on: the documents are empty")
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".train_bpe.") as tmp:
-        model.model.save(tmp)  # writes vocab.json and merges.txt
-        for name in (VOCAB_FILE, MERGES_FILE):
-            os.replace(os.path.join(tmp, name), out_dir / name)
-    return out_dir
+from sslm_jax.data import bpe_ops  # noqa: E402
+from sslm_jax.data.bpe_vocab import (  # noqa: E402,F401  (train_bpe, byte_alphabet and the names: this module's API)
+    EOT,
+    GPT2_PATTERN,
+    MERGES_FILE,
+    VOCAB_FILE,
+    byte_alphabet,
+    check,
+    read_files,
+    token_bytes,
+    train_bpe,
+)
 
 
 # --- Loading --------------------------------------------------------------------------------------------------
 
 
 def load_bpe(directory: str | os.PathLike) -> "BPETokenizer":
-    """Reads `directory/vocab.json` (token -> id) and `directory/merges.txt` ("left right" per line, by rank).
+    """The in-graph tokenizer of `directory/vocab.json` and `directory/merges.txt` (`bpe_vocab.read_files`).
 
     Raises DataError (one line, naming the file) when a file is missing or unreadable, or when the vocabulary
     lacks a byte token, "<|endoftext|>", or a token a merge uses or makes.
     """
-    directory = pathlib.Path(directory)
-    paths = {name: directory / name for name in (VOCAB_FILE, MERGES_FILE)}
-    for name, path in paths.items():
-        if not path.is_file():
-            raise DataError(
-                f"BPE file {path} does not exist: a byte-level BPE directory needs {VOCAB_FILE} and {MERGES_FILE} "
-                f"(train one with sslm_jax.data.bpe.train_bpe, or copy both from a Hugging Face GPT-2 directory)"
-            )
-    try:
-        vocab = json.loads(paths[VOCAB_FILE].read_text(encoding="utf-8"))
-        lines = paths[MERGES_FILE].read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"cannot read BPE files in {directory}: {e}") from e
-    if not isinstance(vocab, dict) or not all(isinstance(i, int) and i >= 0 for i in vocab.values()):
-        raise DataError(f"{paths[VOCAB_FILE]} must be a JSON object mapping each token to an id >= 0")
-    merges = []
-    for number, line in enumerate(lines, start=1):
-        if line.startswith("#version") or not line:  # HF's reader skips the version header
-            continue
-        parts = line.split(" ")
-        if len(parts) != 2:
-            raise DataError(
-                f"{paths[MERGES_FILE]} line {number}: expected two tokens separated by one space: {shown(line)}"
-            )
-        merges.append((parts[0], parts[1]))
+    vocab, merges = read_files(directory)
     return BPETokenizer(vocab, merges, directory=directory)
 
 
@@ -176,19 +89,12 @@ class BPETokenizer:
         self.vocab = dict(vocab)
         self.directory = pathlib.Path(directory) if directory is not None else None
         where = str(self.directory) if self.directory else "the BPE vocabulary"
-        if EOT not in self.vocab:
-            raise DataError(f"{where}: {VOCAB_FILE} has no {EOT} token")
+        check(self.vocab, merges, where=where)  # before any tensor is built
         self.eot_id = self.vocab[EOT]
         self._merges = bpe_ops.Merges(self.vocab, merges, where=where)
         self.vocab_size = self._merges.vocab_size
         self.num_merges = self._merges.num_merges
-        byte_of_char = {c: b for b, c in byte_alphabet().items()}
-        # A token spelled outside the byte alphabet (an added token of some other vocabulary) stands for its own
-        # UTF-8 text, as in HF's ByteLevel decoder.
-        self._token_bytes = {
-            i: bytes(byte_of_char[c] for c in t) if all(c in byte_of_char for c in t) else t.encode("utf-8")
-            for t, i in self.vocab.items()
-        }
+        self._token_bytes = token_bytes(self.vocab)
         self._classes = tf.constant(bpe_ops.code_point_classes())
         self._tokenize = tf.function(
             self._tokenize_vector, input_signature=[tf.TensorSpec([None], tf.string)], autograph=False

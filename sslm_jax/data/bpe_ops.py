@@ -18,8 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sslm_jax.data import table_cache
+from sslm_jax.data.bpe_vocab import byte_alphabet, check
 from sslm_jax.data.tf_setup import tf
-from sslm_jax.errors import DataError
 
 # Classes: L letter (the contraction letters s t r e v m l d stay themselves), N number, O other ("'" stays
 # itself), I whitespace followed by whitespace or the end, " " / W a space / other whitespace followed by
@@ -28,17 +28,6 @@ CLASS_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?[Lstrevmld]+| ?N+| ?[O']+|I+|W+| "
 _LETTER, _NUMBER, _OTHER, _SPACE, _WHITESPACE = "L", "N", "O", " ", "\t"  # _WHITESPACE: before the I/W step
 _INF = np.iinfo(np.int32).max  # the rank of a pair that is not a merge
 _FINGERPRINT_BUCKETS = 1 << 62
-
-
-def byte_alphabet() -> dict[int, str]:
-    """GPT-2's `bytes_to_unicode`: byte -> the printable character that stands for it in vocab.json.
-
-    Printable Latin-1 bytes stand for themselves; the other 68 take U+0100.. in byte order: 0x20 (space) -> "Ġ",
-    0x0A -> "Ċ", b"\\xc3\\xa9" ("é") -> "Ã©".
-    """
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    rest = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(rest)}}
 
 
 # --- Pre-tokenisation -----------------------------------------------------------------------------------------
@@ -127,20 +116,15 @@ class Merges:
     """A merge list as constant tensors; `apply` runs BPE on words' bytes in-graph.
 
     Pairs are int64 keys `left_id * vocab_size + right_id`, found by binary search in a sorted constant.
-    Raises DataError when the vocabulary lacks a byte token or a token that a merge uses or makes.
+    Raises DataError (`bpe_vocab.check`) when the files cannot be used.
     """
 
     def __init__(self, vocab: Mapping[str, int], merges: Sequence[tuple[str, str]], *, where: str):
         alphabet = byte_alphabet()
-        missing = [c for c in alphabet.values() if c not in vocab]
-        if missing:
-            raise DataError(f"{where}: vocab.json lacks {len(missing)} of the 256 byte tokens, e.g. {missing[0]!r}")
-        self.vocab_size = max(vocab.values()) + 1
+        self.vocab_size = check(vocab, merges, where=where)
         table = {}  # key -> (rank, merged id); a repeated pair keeps its later rank, as in HF's map
         for rank, (left, right) in enumerate(merges):
-            ids = [vocab.get(t) for t in (left, right, left + right)]
-            if None in ids:
-                raise DataError(f"{where}: merge {rank + 1} {left!r} {right!r} uses or makes a token not in vocab.json")
+            ids = [vocab[t] for t in (left, right, left + right)]
             table[ids[0] * self.vocab_size + ids[1]] = (rank, ids[2])
         keys = sorted(table)
         self.num_merges = len(merges)

@@ -72,9 +72,9 @@ WORDPIECE = TokenizerKind(
 
 
 def _train_bpe(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
-    from sslm_jax.data import bpe
+    from sslm_jax.data import bpe_vocab
 
-    return bpe.train_bpe(documents, vocab_size=data_config.vocab_size, out_dir=out_dir) / bpe.VOCAB_FILE
+    return bpe_vocab.train_bpe(documents, vocab_size=data_config.vocab_size, out_dir=out_dir) / bpe_vocab.VOCAB_FILE
 
 
 def _load_bpe(path, data_config):
@@ -85,8 +85,16 @@ def _load_bpe(path, data_config):
     return bpe.load_bpe(path if path.is_dir() else path.parent)
 
 
+def _load_host_bpe(path, data_config):
+    from sslm_jax.data import host_bpe
+
+    del data_config
+    path = pathlib.Path(path)
+    return host_bpe.HostBPE(path if path.is_dir() else path.parent)
+
+
 # GPT-2's byte-level BPE (data/bpe.py); `data.vocab_path` names its vocab.json (merges.txt beside it) or the folder.
-BPE = TokenizerKind("bpe", ("vocab.json", "merges.txt"), _train_bpe, _load_bpe)
+BPE = TokenizerKind("bpe", ("vocab.json", "merges.txt"), _train_bpe, _load_bpe, load_host=_load_host_bpe)
 
 # kind name -> "module:attribute" of its TokenizerKind (imported on first use).
 BUILTIN = {"wordpiece": "sslm_jax.data.tokenizers:WORDPIECE", "bpe": "sslm_jax.data.tokenizers:BPE"}

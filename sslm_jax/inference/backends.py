@@ -85,7 +85,7 @@ def open_backend(path: str | os.PathLike, shapes: ServeShapes) -> ModelBackend:
 def _open_checkpoint(path: pathlib.Path, shapes: ServeShapes) -> ModelBackend:
     from sslm_jax.inference.loading import load_model
 
-    loaded = load_model(path, host_tokenizer=True)  # a service never needs TensorFlow for WordPiece
+    loaded = load_model(path, host_tokenizer=True)  # a service never needs TensorFlow for tokenizing
     runners = {route: cls(loaded, shapes) for route, cls in RUNNERS.items() if cls.supports(loaded)}
     if not runners:
         raise SslmError(f"{loaded.path} holds a {family_name(loaded)} {loaded.head} model; no route serves it")

@@ -40,7 +40,7 @@ def quantize_model(path: str | os.PathLike, out: str | os.PathLike, *, mode: str
     if mode not in quantize.MATMULS:
         raise SslmError(f"--mode={mode} is unknown; use one of {', '.join(quantize.MATMULS)}")
     compressed_dir.check_out_dir(out)
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # copies the tokenizer's files, never runs it: no TF
     if loaded.compression and loaded.compression.get("quantization"):
         raise SslmError(f"{path} is already quantized ({loaded.compression['quantization']}); quantize its source")
     qparams = quantize.quantize_params(loaded.params, layouts(loaded))
@@ -73,7 +73,7 @@ def prune_model(
     if scope not in prune.SCOPES:
         raise SslmError(f"--scope={scope} is unknown; use one of {', '.join(prune.SCOPES)}")
     compressed_dir.check_out_dir(out)
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # copies the tokenizer's files, never runs it: no TF
     if loaded.compression and loaded.compression.get("quantization"):
         raise SslmError(f"{path} is quantized: prune the float model, then quantize the pruned one")
     masks = METHODS[method](loaded, prune.prunable(layouts(loaded)), sparsity, scope)

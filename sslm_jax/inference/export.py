@@ -37,7 +37,7 @@ def export_hf(
     Returns:
       `out` as a Path. Nothing is written unless the whole export is valid.
     """
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # copies the tokenizer's files, never runs it: no TF
     if loaded.kind == "compressed":
         raise CheckpointError(
             f"{loaded.path} is a quantized or pruned model: export the run it was made from, or make a portable "

@@ -149,7 +149,7 @@ def _load_sslm(step_dir: pathlib.Path, host_tokenizer: bool) -> LoadedModel:
 def _load_huggingface(directory: pathlib.Path, host_tokenizer: bool) -> LoadedModel:
     model_type = _read_json(directory / huggingface.CONFIG_FILE).get("model_type")
     if model_type == "gpt2":
-        return _load_hf_gpt2(directory)
+        return _load_hf_gpt2(directory, host_tokenizer)
     if model_type == "electra":
         from sslm_jax.interop import hf_electra
 
@@ -157,7 +157,7 @@ def _load_huggingface(directory: pathlib.Path, host_tokenizer: bool) -> LoadedMo
     return _load_hf_wordpiece(directory, huggingface, host_tokenizer)
 
 
-def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
+def _load_hf_gpt2(directory: pathlib.Path, host_tokenizer: bool) -> LoadedModel:
     from sslm_jax.data import tokenizers
     from sslm_jax.interop import hf_gpt2
 
@@ -166,7 +166,7 @@ def _load_hf_gpt2(directory: pathlib.Path) -> LoadedModel:
     missing = [name for name in kind.files if not (directory / name).is_file()]
     if missing:
         raise CheckpointError(f"{directory}: no {' / '.join(missing)} beside config.json; GPT-2's BPE files are needed")
-    tok = kind.load(directory / kind.files[0], None)
+    tok = kind.load_for(directory / kind.files[0], None, host=host_tokenizer)
     return LoadedModel(
         path=directory,
         kind="huggingface",

@@ -236,7 +236,7 @@ def export_portable(
     if format not in FORMATS:
         raise SslmError(f"--format={format} is unknown for export; use one of {', '.join(FORMATS)}")
     compressed_dir.check_out_dir(out)
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # copies the tokenizer's files, never runs it: no TF
     functions = export_functions(loaded, platforms=tuple(platforms))
     manifest = _manifest(loaded, functions, platforms)
 

@@ -72,7 +72,7 @@ def generate_from(path, prompts: Sequence[str], **settings) -> list[list[str]]:
     """`complete` with the causal LM saved at `path`: an sslm causal-LM run or a Hugging Face GPT-2 directory."""
     from sslm_jax.models import registry
 
-    loaded = load_model(path)
+    loaded = load_model(path, host_tokenizer=True)  # BPE without TensorFlow: a one-shot call's import cost
     if loaded.head != "causal_lm":
         raise SslmError(
             f"{loaded.path} holds a {loaded.head} model, which cannot generate text: use a causal-LM run "
