@@ -319,6 +319,6 @@ def test_the_cold_start_bench_runs(pretrained, torch):
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "cold_start.py"), f"--workdir={pretrained}",
                           "--rounds=1"], capture_output=True, text=True, timeout=600, env=sslm_env())  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    guesses = re.findall(r"^(sslm fill-mask|transformers pipeline): best guess '(.*)'$", out.stdout, flags=re.M)
+    guesses = re.findall(r"^(sslm fill-mask|transformers pipeline): answer (.*)$", out.stdout, flags=re.M)
     assert len(guesses) == 2 and guesses[0][1] == guesses[1][1], out.stdout
     assert re.search(r"median \d+\.\d+ \(below 1: ours starts faster\)", out.stdout), out.stdout

@@ -96,3 +96,23 @@ def test_generate_on_a_bert_model_is_refused(tmp_path):
     params = jax.tree.map(np.asarray, bert.init_params(bert.BertForPreTraining(config), jax.random.key(0)))
     out_dir = huggingface.save_checkpoint(tmp_path / "bert", config, params, vocab_file=vocab)
     assert_cli_error(sslm("generate", f"--workdir={out_dir}", "a b", check=False), "generate", "cannot generate text")
+
+
+@pytest.mark.torch
+def test_the_cold_start_bench_runs_for_generate(run, torch):
+    """bench/cold_start.py --task=generate (BENCHMARKS.md's cold-start figures) at one round, so that it cannot rot:
+    `sslm generate` and the transformers text-generation pipeline on the export give the same greedy text."""
+    import re
+    import subprocess
+    import sys
+
+    from _sslm_runs import sslm_env
+
+    command = [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--task=generate", f"--workdir={run}",
+               "--rounds=1"]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600, env=sslm_env())
+    assert out.returncode == 0, out.stderr[-3000:]
+    answers = re.findall(r"^(sslm generate|transformers pipeline): answer (.*)$", out.stdout, flags=re.M)
+    assert len(answers) == 2 and answers[0][1] == answers[1][1], out.stdout
+    assert answers[0][1].startswith("'def read_file(path):"), out.stdout
+    assert re.search(r"median \d+\.\d+ \(below 1: ours starts faster\)", out.stdout), out.stdout

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 
 from sslm_jax.data.tf_setup import tf
@@ -53,6 +53,7 @@ from sslm_jax.data.bpe_vocab import (  # noqa: E402,F401  (train_bpe, byte_alpha
     GPT2_PATTERN,
     MERGES_FILE,
     VOCAB_FILE,
+    Decoding,
     byte_alphabet,
     check,
     read_files,
@@ -77,7 +78,7 @@ def load_bpe(directory: str | os.PathLike) -> "BPETokenizer":
 # --- The tokenizer --------------------------------------------------------------------------------------------
 
 
-class BPETokenizer:
+class BPETokenizer(Decoding):
     """In-graph GPT-2 byte-level BPE over a fixed vocabulary and merge list (module docstring: parity rules).
 
     Attributes:
@@ -140,17 +141,6 @@ class BPETokenizer:
         begin = (tf.cumsum(lengths, axis=1) - lengths).flat_values
         words = tf.strings.substr(tf.gather(texts, lengths.value_rowids()), begin, lengths.flat_values)
         return tf.RaggedTensor.from_row_splits(lengths.with_flat_values(words), segments.row_splits).merge_dims(1, 2)
-
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
-        try:
-            return b"".join(self._token_bytes[int(i)] for i in ids)
-        except KeyError as e:
-            raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Python ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def _tokenize_vector(self, strings: tf.Tensor) -> tf.RaggedTensor:
         """Strings [N] -> ids [N, (tokens)], via M segments between "<|endoftext|>" holding P words."""

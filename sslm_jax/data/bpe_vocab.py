@@ -47,6 +47,23 @@ def token_bytes(vocab: Mapping[str, int]) -> dict[int, bytes]:
     }
 
 
+class Decoding:
+    """`decode_bytes` and `decode` over `self._token_bytes` (`token_bytes(vocab)`), for both BPE tokenizers."""
+
+    _token_bytes: dict[int, bytes]
+
+    def decode_bytes(self, ids: Iterable[int]) -> bytes:
+        """Python ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
+        try:
+            return b"".join(self._token_bytes[int(i)] for i in ids)
+        except KeyError as e:
+            raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """Python ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+
 # --- Training -------------------------------------------------------------------------------------------------
 
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Iterable, Sequence
+from typing import Sequence
 
-from sslm_jax.data.bpe_vocab import EOT, MERGES_FILE, VOCAB_FILE, check, read_files, token_bytes
+from sslm_jax.data.bpe_vocab import EOT, MERGES_FILE, VOCAB_FILE, Decoding, check, read_files, token_bytes
 
 
-class HostBPE:
+class HostBPE(Decoding):
     """BPE ids of Python strings; see the module docstring. Same attributes as `bpe.BPETokenizer` (no `tokenize`)."""
 
     def __init__(self, directory: str | os.PathLike):
@@ -52,13 +52,3 @@ class HostBPE:
         """Strings -> BPE ids per string; nothing is added around them."""
         return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
 
-    def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """Ids -> the bytes they stand for, "<|endoftext|>" written out: [15496, 995] -> b"Hello world"."""
-        try:
-            return b"".join(self._token_bytes[int(i)] for i in ids)
-        except KeyError as e:
-            raise ValueError(f"id {e.args[0]} is not in the vocabulary") from None
-
-    def decode(self, ids: Iterable[int]) -> str:
-        """Ids -> text (UTF-8; invalid bytes, only possible from non-UTF-8 input, become U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
