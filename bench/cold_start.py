@@ -44,8 +44,10 @@ class Task(NamedTuple):
 
 def _first_guess(stdout: str) -> str:
     """'  [MASK] 1: token 0.123, ...' -> 'token'."""
-    line = next((x for x in stdout.splitlines() if x.strip().startswith("[MASK] 1:")), ": ")
-    return line.split(":", 1)[1].split()[0] if line.split(":", 1)[1].split() else ""
+    for line in stdout.splitlines():
+        if line.strip().startswith("[MASK] 1:"):
+            return line.split(":", 1)[1].split()[0]
+    return ""
 
 
 TASKS = {

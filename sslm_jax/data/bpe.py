@@ -55,7 +55,6 @@ from sslm_jax.data.bpe_vocab import (  # noqa: E402,F401  (train_bpe, byte_alpha
     VOCAB_FILE,
     Decoding,
     byte_alphabet,
-    check,
     read_files,
     token_bytes,
     train_bpe,
@@ -90,9 +89,8 @@ class BPETokenizer(Decoding):
         self.vocab = dict(vocab)
         self.directory = pathlib.Path(directory) if directory is not None else None
         where = str(self.directory) if self.directory else "the BPE vocabulary"
-        check(self.vocab, merges, where=where)  # before any tensor is built
+        self._merges = bpe_ops.Merges(self.vocab, merges, where=where)  # checks the files (`bpe_vocab.check`) first
         self.eot_id = self.vocab[EOT]
-        self._merges = bpe_ops.Merges(self.vocab, merges, where=where)
         self.vocab_size = self._merges.vocab_size
         self.num_merges = self._merges.num_merges
         self._token_bytes = token_bytes(self.vocab)

@@ -51,4 +51,3 @@ class HostBPE(Decoding):
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Strings -> BPE ids per string; nothing is added around them."""
         return [e.ids for e in self._tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-

@@ -77,20 +77,24 @@ def _train_bpe(documents, data_config, out_dir: pathlib.Path) -> pathlib.Path:
     return bpe_vocab.train_bpe(documents, vocab_size=data_config.vocab_size, out_dir=out_dir) / bpe_vocab.VOCAB_FILE
 
 
+def _bpe_dir(path) -> pathlib.Path:
+    """The BPE folder: `path` itself, or the folder of its vocab.json."""
+    path = pathlib.Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def _load_bpe(path, data_config):
     from sslm_jax.data import bpe
 
     del data_config  # byte-level BPE has no settings: casing and all bytes are kept
-    path = pathlib.Path(path)
-    return bpe.load_bpe(path if path.is_dir() else path.parent)
+    return bpe.load_bpe(_bpe_dir(path))
 
 
 def _load_host_bpe(path, data_config):
     from sslm_jax.data import host_bpe
 
     del data_config
-    path = pathlib.Path(path)
-    return host_bpe.HostBPE(path if path.is_dir() else path.parent)
+    return host_bpe.HostBPE(_bpe_dir(path))
 
 
 # GPT-2's byte-level BPE (data/bpe.py); `data.vocab_path` names its vocab.json (merges.txt beside it) or the folder.
