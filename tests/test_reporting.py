@@ -1,6 +1,8 @@
 """metrics.jsonl on resume (sslm_jax/training/reporting.py): cut back to the resumed step, a torn tail dropped."""
 
 import json
+import subprocess
+import sys
 
 from sslm_jax.training.reporting import MetricsWriter
 
@@ -34,3 +36,35 @@ def test_tensorboard_of_a_resumed_run_marks_the_restart(tmp_path):
         if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
             starts.append(event.step)
     assert starts == [5]
+
+
+def test_the_curves_are_redrawn_only_after_new_records(tmp_path):
+    writer = MetricsWriter(tmp_path, enabled=True)
+    writer.write(1, {"loss": 2.0})
+    writer.plot()
+    png = tmp_path / "curves.png"
+    first = png.stat().st_mtime_ns
+    png.unlink()
+    writer.plot()  # nothing new: the end of a run after its last eval
+    assert not png.exists()
+    writer.write(2, {"loss": 1.0})
+    writer.plot()
+    assert png.exists()
+    resumed = MetricsWriter(tmp_path, resume_step=2, enabled=True)
+    png.unlink()
+    resumed.plot()  # a resumed run with nothing left to train still draws its records
+    assert png.exists() and png.stat().st_mtime_ns >= first
+    writer.close()
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+    """tensorboardX's writer imports torch when installed; training never passes it a torch tensor, and that import
+    cost every run seconds (reporting._summary_writer_class). Checked in a fresh process: this one may hold torch."""
+    code = (
+        "import sys, pathlib; from sslm_jax.training.reporting import MetricsWriter\n"
+        f"w = MetricsWriter({str(tmp_path)!r}, enabled=True); w.write(1, {{'loss': 1.0}}); w.close()\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        f"assert list(pathlib.Path({str(tmp_path)!r}, 'tensorboard', 'train').glob('events.out.tfevents.*'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]

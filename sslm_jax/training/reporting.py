@@ -13,10 +13,12 @@ of an old event file is skipped by TensorBoard's reader.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
 import pathlib
+import sys
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -29,6 +31,26 @@ from sslm_jax.training import disk_full
 # Curves drawn in the PNG by default (the loop passes its task's progress keys). Missing keys are skipped.
 PLOTTED = ("loss", "mlm_accuracy", "learning_rate")
 _TB_QUEUE = 100_000  # events tensorboardX's writer thread may hold (see MetricsWriter._writer)
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX's writer module runs `import torch` when it is importable, only to accept torch tensors, which we
+    never pass. Where torch is installed (HF parity tests, GPU hosts) that import cost every training run 4.5 s on
+    CPU and hundreds of MB of shared libraries. A `None` entry in sys.modules makes that one import fail as if torch
+    were absent (the import system's documented way to block a module); the entry is removed right after. Where torch
+    is already loaded (a user's notebook), it is left alone.
+    """
+    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
+        sys.modules["torch"] = None  # type: ignore[assignment]
+        try:
+            importlib.import_module("tensorboardX")
+        finally:
+            del sys.modules["torch"]
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter
 
 
 def _plain(value: Any) -> Any:
@@ -71,6 +93,7 @@ class MetricsWriter:
         self.records: list[dict[str, Any]] = []
         self._tb: dict[str, Any] = {}
         self._resume_step = resume_step
+        self._stale = True  # curves.png lags the records (the end of a run would redraw the last eval's picture)
         if not self.enabled:
             return
         if self.jsonl.exists():
@@ -81,7 +104,7 @@ class MetricsWriter:
 
     def _writer(self, split: str):
         if split not in self._tb:
-            from tensorboardX import SummaryWriter  # imported lazily: only process 0 needs it
+            SummaryWriter = _summary_writer_class()  # imported lazily: only process 0 needs it
 
             # purge_step: TensorBoard hides this folder's older events from the resumed step on (module docstring).
             purge = self._resume_step + 1 if self._resume_step else None
@@ -105,6 +128,7 @@ class MetricsWriter:
         disk_full.raise_pending()  # TensorBoard's writer thread may have met a full disk
         prefix = "" if split == "train" else f"{split}_"
         record = {"step": int(step), **{prefix + k: v for k, v in scalars.items()}}
+        self._stale = True
         if self.records and self.records[-1]["step"] == step:  # train and eval at the same step: one line
             self.records[-1].update(record)
             self._rewrite_last()
@@ -121,8 +145,9 @@ class MetricsWriter:
         tmp.replace(self.jsonl)
 
     def plot(self) -> None:
-        """Redraw curves.png: training curves with the eval points of the same metric on top."""
-        if not self.enabled or not self.records:
+        """Redraw curves.png: training curves with the eval points of the same metric on top; a no-op when nothing was
+        written since the last drawing."""
+        if not self.enabled or not self.records or not self._stale:
             return
         import matplotlib
 
@@ -145,6 +170,7 @@ class MetricsWriter:
         fig.savefig(tmp, dpi=90)
         plt.close(fig)
         tmp.replace(self.png)
+        self._stale = False
 
     def close(self) -> None:
         for writer in self._tb.values():
