@@ -1,7 +1,7 @@
 """The package layout is the data flow: no import cycle between sslm_jax's packages and no upward import.
 
 Layers, bottom to top (a package imports only from its own layer or below):
-    errors, config_loading, output_paths (-> errors)
+    errors, import_guard, config_loading, output_paths (-> errors)
     models, objectives, data          (data may read objectives' metric names; nothing above this line)
     interop                           (-> models)
     checkpoints                       (-> models, interop)
@@ -23,14 +23,15 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sslm_jax"
 
 ALLOWED = {
     "models": {"errors"},
-    "data": {"errors", "objectives"},
+    "data": {"errors", "import_guard", "objectives"},
     "objectives": {"errors"},
     "interop": {"errors", "models"},
     "checkpoints": {"errors", "models", "interop"},
     "output_paths": {"errors"},
     "inference": {"errors", "output_paths", "models", "data", "objectives", "interop", "checkpoints"},
     "tasks": {"errors", "models", "data", "objectives", "inference"},
-    "training": {"errors", "models", "data", "objectives", "interop", "checkpoints", "inference", "tasks"},
+    "training": {"errors", "import_guard", "models", "data", "objectives", "interop", "checkpoints", "inference",
+                 "tasks"},
 }
 
 

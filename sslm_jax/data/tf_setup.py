@@ -25,6 +25,8 @@ import os
 import sys
 import tempfile
 
+from sslm_jax.import_guard import imports_blocked
+
 _ACCELERATOR_KINDS = ("GPU", "TPU")
 _LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
 
@@ -37,7 +39,8 @@ def _import_tensorflow_quietly():
     previous = os.environ.get(_LOG_LEVEL)  # jax sets "1" when it is imported
     os.environ[_LOG_LEVEL] = "3"
     try:
-        with _stderr_kept_unless_failing():
+        # Keras, which TensorFlow imports eagerly, would import scikit-learn for its sklearn wrappers (1.3 s).
+        with _stderr_kept_unless_failing(), imports_blocked("sklearn"):
             import tensorflow
     finally:
         if previous is None:

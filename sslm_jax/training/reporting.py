@@ -13,12 +13,10 @@ of an old event file is skipped by TensorBoard's reader.
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 import pathlib
-import sys
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -26,6 +24,7 @@ import numpy as np
 
 from absl import logging
 
+from sslm_jax.import_guard import imports_blocked
 from sslm_jax.training import disk_full
 
 # Curves drawn in the PNG by default (the loop passes its task's progress keys). Missing keys are skipped.
@@ -34,21 +33,10 @@ _TB_QUEUE = 100_000  # events tensorboardX's writer thread may hold (see Metrics
 
 
 def _summary_writer_class():
-    """tensorboardX's SummaryWriter, imported without PyTorch.
-
-    tensorboardX's writer module runs `import torch` when it is importable, only to accept torch tensors, which we
-    never pass. Where torch is installed (HF parity tests, GPU hosts) that import cost every training run 4.5 s on
-    CPU and hundreds of MB of shared libraries. A `None` entry in sys.modules makes that one import fail as if torch
-    were absent (the import system's documented way to block a module); the entry is removed right after. Where torch
-    is already loaded (a user's notebook), it is left alone.
-    """
-    if "tensorboardX" not in sys.modules and "torch" not in sys.modules:
-        sys.modules["torch"] = None  # type: ignore[assignment]
-        try:
-            importlib.import_module("tensorboardX")
-        finally:
-            del sys.modules["torch"]
-    from tensorboardX import SummaryWriter
+    """tensorboardX's SummaryWriter, imported without PyTorch: its writer module imports torch when installed, only to
+    accept torch tensors, which we never pass (sslm_jax.import_guard)."""
+    with imports_blocked("torch"):
+        from tensorboardX import SummaryWriter
 
     return SummaryWriter
 
