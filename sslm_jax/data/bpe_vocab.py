@@ -98,7 +98,7 @@ def train_bpe(documents: Iterable[str | bytes], *, vocab_size: int, out_dir: str
         raise DataError(f"tokenizer output directory {out_dir} exists and is not a directory")
     tf = sys.modules.get("tensorflow")  # a tf.data.Dataset can only exist once TensorFlow is imported
     if tf is not None and isinstance(documents, tf.data.Dataset):
-        documents = graph_records.numpy_batches(documents)
+        documents = graph_records.elements(documents)
     seen_chars = [0]
 
     def texts():

@@ -147,7 +147,7 @@ def _document_source(files_or_dataset):
         files_or_dataset = sources.file_documents(files_or_dataset)
     if isinstance(files_or_dataset, tf.data.Dataset):
         dataset = files_or_dataset
-        return lambda: (doc.decode("utf-8", errors="replace") for doc in graph_records.numpy_batches(dataset))
+        return lambda: (doc.decode("utf-8", errors="replace") for doc in graph_records.elements(dataset))
     if not isinstance(files_or_dataset, Iterable):
         raise TypeError(
             f"train_wordpiece takes file globs, a tf.data.Dataset or an iterable of str, not {files_or_dataset!r}"
