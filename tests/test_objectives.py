@@ -66,6 +66,12 @@ def test_finalize_means_and_empty_batches():
     assert np.isfinite(grad)
 
 
+def _jit(loss_fn):
+    """The loss as one compiled program (deterministic, no rng): run op by op, a tiny BERT's forward pass took ~8 s
+    here, each of its primitives dispatched alone."""
+    return jax.jit(lambda params, batch, denominators=None: loss_fn(params, batch, None, True, denominators=denominators))
+
+
 @pytest.fixture(scope="module")
 def model_and_params():
     model = tiny_model()
@@ -75,13 +81,14 @@ def model_and_params():
 def test_pieces_with_whole_batch_denominators_add_up(model_and_params):
     model, params = model_and_params
     loss_fn = make_pretraining_loss(model, use_nsp=True, segment_attention=False)
+    jitted = _jit(loss_fn)
     batch = random_batch(8, seed=1)
-    whole_loss, whole_sums = loss_fn(params, batch, None, deterministic=True)
+    whole_loss, whole_sums = jitted(params, batch)
     den = loss_fn.denominators(batch)
     halves = [{k: v[:3] for k, v in batch.items()}, {k: v[3:] for k, v in batch.items()}]
     counts = [float(h["masked_weights"].sum()) for h in halves]
     assert counts[0] / 3 != counts[1] / 5  # unequal predictions per row: a mean of means would be wrong
-    parts = [loss_fn(params, h, None, deterministic=True, denominators=den) for h in halves]
+    parts = [jitted(params, h, den) for h in halves]
     np.testing.assert_allclose(parts[0][0] + parts[1][0], whole_loss, rtol=1e-6)
     for key in whole_sums:
         np.testing.assert_allclose(parts[0][1][key] + parts[1][1][key], whole_sums[key], rtol=1e-6)
@@ -93,8 +100,8 @@ def test_masked_position_logits_equal_full_logits(model_and_params):
     model, params = model_and_params
     batch = random_batch(4, seed=2)
     loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
-    _, sums = loss_fn(params, batch, None, deterministic=True)
-    full = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    _, sums = _jit(loss_fn)(params, batch)
+    full = jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     gathered = np.take_along_axis(np.asarray(full.mlm_logits), batch["masked_positions"][..., None], axis=1)
     reference = mlm_loss_and_metrics(gathered, batch["masked_ids"], batch["masked_weights"])
     np.testing.assert_allclose(sums["mlm_loss_sum"], reference["mlm_loss_sum"], rtol=1e-5)
@@ -105,11 +112,11 @@ def test_segment_attention_uses_segment_ids(model_and_params):
     model, params = model_and_params
     batch = random_batch(4, seed=3)
     batch["segment_ids"] = np.where(batch["token_type_ids"] > 0, 2, batch["attention_mask"]).astype(np.int32)
-    with_segments = make_pretraining_loss(model, use_nsp=False, segment_attention=True)
-    without = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
-    assert float(with_segments(params, batch, None, True)[0]) != float(without(params, batch, None, True)[0])
+    with_segments = _jit(make_pretraining_loss(model, use_nsp=False, segment_attention=True))
+    without = _jit(make_pretraining_loss(model, use_nsp=False, segment_attention=False))
+    assert float(with_segments(params, batch)[0]) != float(without(params, batch)[0])
     batch["segment_ids"] = batch["attention_mask"].copy()  # one document per row: the same attention
-    np.testing.assert_allclose(with_segments(params, batch, None, True)[0], without(params, batch, None, True)[0])
+    np.testing.assert_allclose(with_segments(params, batch)[0], without(params, batch)[0])
 
 
 def test_padded_slots_may_hold_any_label_or_position(model_and_params):
@@ -132,8 +139,9 @@ def test_padded_slots_may_hold_any_label_or_position(model_and_params):
     wild["nsp_label"][-1] = -100
     clean = dict(wild, masked_ids=np.where(padded, 0, batch["masked_ids"]), nsp_label=batch["nsp_label"],
                  masked_positions=np.where(padded, 0, batch["masked_positions"]))  # fmt: skip
-    (loss, sums), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, wild, None, True)
-    (want, want_sums), want_grads = jax.value_and_grad(loss_fn, has_aux=True)(params, clean, None, True)
+    loss_and_grads = jax.jit(jax.value_and_grad(_jit(loss_fn), has_aux=True))
+    (loss, sums), grads = loss_and_grads(params, wild)
+    (want, want_sums), want_grads = loss_and_grads(params, clean)
     assert np.isfinite(float(loss)) and float(loss) == float(want)
     for key in want_sums:
         assert float(sums[key]) == float(want_sums[key]), key

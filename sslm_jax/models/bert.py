@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from sslm_jax.models import layers
+from sslm_jax.models.layers import init_params  # noqa: F401 (API: random parameters for tests, notebooks)
 from sslm_jax.models.transformer import Transformer, TransformerConfig
 
 Array = jax.Array
@@ -336,17 +337,6 @@ class BertForSequenceClassification(nn.Module):
         if pooled is None:
             pooled = layers.POOLINGS[self.config.pooling](hidden, attention_mask)
         return ClassificationOutput(logits=self.classifier(self.dropout(pooled, deterministic=deterministic)))
-
-
-def init_params(model: nn.Module, rng: jax.Array, seq_len: int = 8, boxed: bool = False):
-    """Random parameters for `model`; `boxed=True` keeps the `nn.LogicallyPartitioned` axis metadata.
-
-    Prefer the trainer's sharded init (`jax.eval_shape` first) for big models; this is for tests and notebooks.
-    """
-    ids = jnp.zeros((1, seq_len), jnp.int32)
-    variables = model.init({"params": rng, "dropout": rng}, ids)
-    params = variables["params"]
-    return params if boxed else nn.meta.unbox(params)
 
 
 # --- The family record (sslm_jax.models.registry) -------------------------------------------------------------

@@ -25,9 +25,9 @@ from typing import Any
 import flax
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from sslm_jax.models import layers
+from sslm_jax.models.layers import init_params  # noqa: F401 (API: random parameters for tests, notebooks)
 from sslm_jax.models.attention import KVCache
 from sslm_jax.models.transformer import Transformer, TransformerConfig
 from sslm_jax.models.transformer import init_cache as init_stack_cache
@@ -249,15 +249,6 @@ class GPTLMHeadModel(nn.Module):
         hidden, new_cache = out if cache is not None else (out, None)
         logits = nn.with_logical_constraint(self.transformer.attend(hidden), ("batch", "length", "vocab"))
         return CausalLMOutput(logits=logits, cache=new_cache)
-
-
-def init_params(model: nn.Module, rng: jax.Array, seq_len: int = 8, boxed: bool = False):
-    """Random parameters for `model`; `boxed=True` keeps the `nn.LogicallyPartitioned` axis metadata.
-
-    Prefer the trainer's sharded init (`jax.eval_shape` first) for big models; this is for tests and notebooks.
-    """
-    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros((1, seq_len), jnp.int32))
-    return variables["params"] if boxed else nn.meta.unbox(variables["params"])
 
 
 # --- The family record (sslm_jax.models.registry) -------------------------------------------------------------
