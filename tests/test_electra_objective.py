@@ -2,6 +2,7 @@
 (a correct guess is original), disc_weight in the total, sums that add up over pieces of a batch, a discriminator
 that learns to find replacements where they can be found, and its one-line errors."""
 
+import functools
 import pathlib
 
 import jax
@@ -64,12 +65,18 @@ def test_rtd_sums():
     np.testing.assert_allclose(float(out["rtd_all_original_accuracy"]), 2 / 3)
 
 
+def _jit(loss_fn):
+    """The loss as one compiled program, deterministic: op by op, each primitive of the two models dispatched alone
+    took seconds per call."""
+    return jax.jit(lambda params, batch, rng, den=None: loss_fn(params, batch, rng, True, denominators=den))
+
+
 @pytest.fixture(scope="module")
 def model_and_params():
     config = electra.ElectraConfig.from_size("tiny", vocab_size=V, max_position_embeddings=T, hidden_dropout_prob=0.0,
                                              attention_probs_dropout_prob=0.0)  # fmt: skip
     model = electra.ElectraPretrainingModel(config)
-    params = model.init(jax.random.key(0), jnp.zeros((1, T), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, T), jnp.int32))["params"]
     return model, jax.tree.map(lambda p: getattr(p, "value", p), params, is_leaf=lambda x: hasattr(x, "value"))
 
 
@@ -79,8 +86,8 @@ def test_loss_weights_the_terms_and_pieces_add_up(model_and_params):
     rng = jax.random.key(3)
     with_50 = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
     with_1 = objective.make_electra_loss(model, disc_weight=1.0, mask_id=MASK_ID, segment_attention=False)
-    loss_50, sums = with_50(params, batch, rng, deterministic=True)
-    loss_1, _ = with_1(params, batch, rng, deterministic=True)
+    loss_50, sums = _jit(with_50)(params, batch, rng)
+    loss_1, _ = _jit(with_1)(params, batch, rng)
     out = with_50.finalize(sums)
     np.testing.assert_allclose(float(loss_50), float(out["mlm_loss"] + 50 * out["rtd_loss"]), rtol=1e-5)
     np.testing.assert_allclose(float(loss_50 - loss_1), 49 * float(out["rtd_loss"]), rtol=1e-5)
@@ -89,8 +96,7 @@ def test_loss_weights_the_terms_and_pieces_add_up(model_and_params):
     assert float(sums["rtd_replaced"]) <= batch["masked_weights"].sum()
     # Halves with the whole batch's denominators add up to the whole (gradient accumulation, devices).
     den = with_50.denominators(batch)
-    halves = [with_50(params, {k: v[i::2] for k, v in batch.items()}, rng, deterministic=True, denominators=den)[1]
-              for i in (0, 1)]  # fmt: skip
+    halves = [_jit(with_50)(params, {k: v[i::2] for k, v in batch.items()}, rng, den)[1] for i in (0, 1)]
     for key in ("mlm_weight", "rtd_count"):
         assert float(halves[0][key] + halves[1][key]) == float(sums[key])
 
@@ -101,7 +107,7 @@ def test_a_correct_guess_counts_as_original(model_and_params, monkeypatch):
     # A generator that always samples the original token: nothing is replaced.
     monkeypatch.setattr(objective, "gumbel_sample", lambda logits, rng, **_: jnp.asarray(batch["masked_ids"]))
     loss_fn = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
-    _, sums = loss_fn(params, batch, jax.random.key(0), deterministic=True)
+    _, sums = _jit(loss_fn)(params, batch, jax.random.key(0))
     assert float(sums["rtd_replaced"]) == 0.0
 
 
@@ -139,7 +145,8 @@ def test_the_discriminator_learns_to_find_replacements(model_and_params):
                                           temperature=100.0)  # fmt: skip
     tx = optax.adam(3e-4)
 
-    @jax.jit
+    # 400 steps: XLA's optimised code pays for itself here (conftest compiles the tests' small programs at level 0).
+    @functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 2})
     def step(params, opt_state, batch, rng):
         grads, _ = jax.grad(loss_fn, has_aux=True)(params, batch, rng)
         updates, opt_state = tx.update(grads, opt_state, params)
@@ -148,7 +155,7 @@ def test_the_discriminator_learns_to_find_replacements(model_and_params):
     data, opt_state = np.random.default_rng(0), tx.init(params)
     for i in range(400):
         params, opt_state = step(params, opt_state, _counting_batch(data), jax.random.key(i))
-    _, sums = loss_fn(params, _counting_batch(np.random.default_rng(1), rows=64), None, deterministic=True)
+    _, sums = _jit(loss_fn)(params, _counting_batch(np.random.default_rng(1), rows=64), None)
     out = loss_fn.finalize(sums)
     assert float(out["rtd_all_original_accuracy"]) < 0.8  # about 3 of 12 tokens replaced
     assert float(out["rtd_accuracy"]) > 0.9, out
@@ -185,8 +192,9 @@ def test_a_padded_slot_that_repeats_a_real_position_changes_nothing(model_and_pa
     repeated["masked_ids"][0, -1] = 10**6  # and holds an id past the vocabulary
     np.testing.assert_array_equal(np.asarray(objective.original_ids(repeated)), original)
     loss_fn = objective.make_electra_loss(model, disc_weight=50.0, mask_id=MASK_ID, segment_attention=False)
-    loss, sums = loss_fn(params, batch, jax.random.key(5), deterministic=True)
-    loss_r, sums_r = loss_fn(params, repeated, jax.random.key(5), deterministic=True)
+    jitted = _jit(loss_fn)
+    loss, sums = jitted(params, batch, jax.random.key(5))
+    loss_r, sums_r = jitted(params, repeated, jax.random.key(5))
     assert float(loss_r) == float(loss) and all(float(sums_r[k]) == float(sums[k]) for k in sums)
 
 
