@@ -43,7 +43,7 @@ def test_movement_init_adds_zero_scores_and_the_mask_holds_the_sparsity(model_an
     model, names = model_and_names
     rule = pruning.MaskRule(names=names, sparsity=0.6, scope=scope)
     wrapped = pruning.MaskedModel(model, rule)
-    params = nn.meta.unbox(wrapped.init({"params": jax.random.key(1)}, IDS)["params"])
+    params = nn.meta.unbox(jax.jit(wrapped.init)({"params": jax.random.key(1)}, IDS)["params"])
     scores = params[pruning.SCORES]
     assert all(not np.any(pruning._get(scores, n)) for n in names)
     masks = {n: np.asarray(m) for n, m in rule.masks(params).items()}
@@ -58,8 +58,8 @@ def test_movement_init_adds_zero_scores_and_the_mask_holds_the_sparsity(model_an
     masked = rule.masked(params)
     assert pruning.SCORES not in masked
     np.testing.assert_array_equal(pruning._get(masked, n), pruning._get(params, n) * masks[n])
-    out = wrapped.apply({"params": params}, IDS).logits
-    ref = model.apply({"params": masked}, IDS).logits
+    out = jax.jit(wrapped.apply)({"params": params}, IDS).logits
+    ref = jax.jit(model.apply)({"params": masked}, IDS).logits
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6)
 
 
@@ -68,18 +68,18 @@ def test_scores_get_the_straight_through_gradient(model_and_names):
     model, names = model_and_names
     rule = pruning.MaskRule(names=names, sparsity=0.5, scope="layer")
     wrapped = pruning.MaskedModel(model, rule)
-    params = nn.meta.unbox(wrapped.init({"params": jax.random.key(2)}, IDS)["params"])
+    params = nn.meta.unbox(jax.jit(wrapped.init)({"params": jax.random.key(2)}, IDS)["params"])
 
     def loss(p):
         return jnp.sum(wrapped.apply({"params": p}, IDS).logits[:, 0])
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     n = names[3]
     g_score = np.asarray(pruning._get(grads[pruning.SCORES], n))
     assert np.abs(g_score).max() > 0
     masked = rule.masked(params)
-    g_effective = np.asarray(pruning._get(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, IDS).logits[:, 0]))(
-        masked), n))  # fmt: skip
+    effective_grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, IDS).logits[:, 0])))
+    g_effective = np.asarray(pruning._get(effective_grad(masked), n))
     np.testing.assert_allclose(g_score, g_effective * np.asarray(pruning._get(params, n)), rtol=1e-4, atol=1e-8)
     # the weights themselves only learn where they are kept
     mask = np.asarray(rule.masks(params)[n])
@@ -91,7 +91,7 @@ def test_movement_sparsity_follows_the_cubic_schedule(model_and_names):
     rule = pruning.MaskRule(names=names, sparsity=0.8, scope="global", steps=100)
     assert [float(rule.sparsity_at(s)) for s in (0, 10, 40, 70, 99)] == pytest.approx([0, 0, 0.7, 0.8, 0.8])
     assert rule.sparsity_at(None) == 0.8  # evaluation and the saved masks: the target
-    params = nn.meta.unbox(pruning.MaskedModel(model, rule).init({"params": jax.random.key(4)}, IDS)["params"])
+    params = nn.meta.unbox(jax.jit(pruning.MaskedModel(model, rule).init)({"params": jax.random.key(4)}, IDS)["params"])
     pruned = jax.jit(lambda p, step: sum(jnp.sum(m == 0) for m in rule.masks(p, step).values()))
     total = sum(pruning._get(params, n).size for n in names)
     for step, want in [(0, 0.0), (40, 0.7), (85, 0.8)]:  # one compilation: the step is traced
@@ -127,9 +127,9 @@ def test_fixed_masks_need_no_scores(model_and_names):
     params = bert.init_params(model, jax.random.key(3))
     fixed = {n: m.astype(np.float32) for n, m in prune.magnitude_masks(params, names, 0.3).items()}
     wrapped = pruning.MaskedModel(model, pruning.MaskRule(names=names, sparsity=0.3, scope="global", fixed=fixed))
-    assert pruning.SCORES not in wrapped.init({"params": jax.random.key(3)}, IDS)["params"]
-    out = wrapped.apply({"params": params}, IDS).logits
-    ref = model.apply({"params": prune.apply_masks(params, fixed)}, IDS).logits
+    assert pruning.SCORES not in jax.jit(wrapped.init)({"params": jax.random.key(3)}, IDS)["params"]
+    out = jax.jit(wrapped.apply)({"params": params}, IDS).logits
+    ref = jax.jit(model.apply)({"params": prune.apply_masks(params, fixed)}, IDS).logits
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-6)
 
 

@@ -214,7 +214,7 @@ class TwoStacks(nn.Module):
 def test_shared_embeddings_are_one_parameter_copy_used_by_both_stacks():
     model = TwoStacks()
     ids = jnp.array([[1, 2, 3, 4]])
-    params = nn.meta.unbox(model.init(jax.random.key(0), ids)["params"])
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.key(0), ids)["params"])
     assert set(params) == {"embeddings", "generator", "discriminator"}
     assert set(params["embeddings"]) == {"word_embeddings", "position_embeddings", "token_type_embeddings",
                                          "LayerNorm"}  # fmt: skip
@@ -225,5 +225,5 @@ def test_shared_embeddings_are_one_parameter_copy_used_by_both_stacks():
     assert len(tables) == 1
     # Both stacks train the one table.
     for which in (0, 1):
-        grad = jax.grad(lambda p: jnp.sum(model.apply({"params": p}, ids)[which] ** 2))(params)
+        grad = jax.jit(jax.grad(lambda p: jnp.sum(model.apply({"params": p}, ids)[which] ** 2)))(params)
         assert np.abs(grad["embeddings"]["word_embeddings"]["embedding"]).max() > 0
