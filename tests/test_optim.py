@@ -46,7 +46,7 @@ def test_adamw_decays_only_masked_leaves_with_bert_defaults(params):
     lr, wd = 0.1, 0.01
     tx = optim.adamw(learning_rate=lr, weight_decay=wd)
     # Zero gradients: the update is exactly the decoupled decay -lr * wd * param, and 0 for excluded leaves.
-    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)  # one program
     mask = _flat(optim.weight_decay_mask(params))
     flat_params = _flat(params)
     for name, u in _flat(updates).items():
@@ -96,7 +96,7 @@ def test_make_optimizer_from_base_config(params):
     tx, schedule = optim.make_optimizer(config)
     np.testing.assert_allclose(schedule(10), config.learning_rate, rtol=1e-6)
     state = tx.init(params)
-    updates, _ = tx.update(params, state, params)
+    updates, _ = jax.jit(tx.update)(params, state, params)
     assert jax.tree.structure(updates) == jax.tree.structure(params)
 
 
