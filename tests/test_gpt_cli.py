@@ -109,7 +109,7 @@ def test_the_cold_start_bench_runs_for_generate(run, torch):
     from _sslm_runs import sslm_env
 
     command = [sys.executable, str(ROOT / "bench" / "cold_start.py"), "--task=generate", f"--workdir={run}",
-               "--rounds=1"]  # fmt: skip
+               "--rounds=1", "--warmup=0"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, env=sslm_env())
     assert out.returncode == 0, out.stderr[-3000:]
     answers = re.findall(r"^(sslm generate|transformers pipeline): answer (.*)$", out.stdout, flags=re.M)
