@@ -13,8 +13,8 @@ bare `python -c "import tensorflow"` is shown for scale. One untimed call of eac
 cache and our tokenizer-table cache, as any second use would find them; `--warmup=0` skips it). Then the commands
 alternate, round after round, so that a machine shared with other jobs slows them alike; the result is the median of
 the per-round ratios (ours / theirs: below 1 means ours starts faster). The load average before and after is printed:
-on a loaded machine every figure grows, the ratio much less. Both sides' answer (the best guess for the [MASK], the greedy
-continuation) is printed too: the same weights, so they should agree.
+on a loaded machine every figure grows, the ratio much less. Both sides' answer (the best guess for the [MASK], the
+greedy continuation) is printed too: the same weights, so they should agree.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ def test_finalize_means_and_empty_batches():
 def _jit(loss_fn):
     """The loss as one compiled program (deterministic, no rng): run op by op, a tiny BERT's forward pass took ~8 s
     here, each of its primitives dispatched alone."""
-    return jax.jit(lambda params, batch, denominators=None: loss_fn(params, batch, None, True, denominators=denominators))
+    return jax.jit(lambda params, batch, den=None: loss_fn(params, batch, None, True, denominators=den))
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,8 @@ def test_masked_position_logits_equal_full_logits(model_and_params):
     batch = random_batch(4, seed=2)
     loss_fn = make_pretraining_loss(model, use_nsp=False, segment_attention=False)
     _, sums = _jit(loss_fn)(params, batch)
-    full = jax.jit(model.apply)({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    apply = jax.jit(model.apply)
+    full = apply({"params": params}, batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     gathered = np.take_along_axis(np.asarray(full.mlm_logits), batch["masked_positions"][..., None], axis=1)
     reference = mlm_loss_and_metrics(gathered, batch["masked_ids"], batch["masked_weights"])
     np.testing.assert_allclose(sums["mlm_loss_sum"], reference["mlm_loss_sum"], rtol=1e-5)
