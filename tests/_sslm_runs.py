@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import pathlib
 import subprocess
@@ -13,6 +15,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = f"{ROOT / 'configs' / 'bert_demo.py'}:smoke"
 TIMEOUT_S = 900  # one run on two busy cores takes 1-3 minutes; a hang must still end the test
 SESSION_CACHE_VARIABLE = "SSLM_TEST_COMPILE_CACHE"  # set by conftest.py
+# XLA:CPU's LLVM optimisation level for every subprocess of the tests (`sslm` runs, the README examples, the
+# notebooks, the benches' smoke modes), as conftest.py sets it for the in-process tests. Level 0 compiles the smoke
+# programs about 3x sooner (bert_demo.py:smoke, a cold cache: 32 -> 10 s of compilation) and runs their steps slower
+# (200 steps from a warm cache: 30 -> 41 s); the tests' runs are short and mostly compile, so the README examples went
+# from 480 to 415 s alone. It changes the machine code XLA emits, not the semantics of any op, and every comparison
+# of two runs (bit-exact resume, eval against training) compares runs under the same flags.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 
 
 def session_compile_cache() -> pathlib.Path | None:
@@ -35,7 +44,7 @@ def sslm_env(*, devices: int = 1, cache_dir: pathlib.Path | None = None, **extra
     """
     env = dict(os.environ)
     env.update(
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}",
         JAX_PLATFORMS="cpu",
         TF_CPP_MIN_LOG_LEVEL="2",
         PYTHONUNBUFFERED="1",
@@ -138,6 +147,40 @@ def partial_checkpoints(workdir: pathlib.Path) -> list[str]:
     """Orbax's temporary step folders ("40.orbax-checkpoint-tmp-<time>"): saves in progress, or cut short."""
     folder = workdir / "checkpoints"
     return sorted(p.name for p in folder.iterdir() if ".orbax-checkpoint-tmp" in p.name) if folder.is_dir() else []
+
+
+# Clock measurements in metrics.jsonl: left out when two runs' records are compared.
+TIMING_KEYS = ("tokens_per_second", "mfu", "cpu_seconds_per_step")
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict]:
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records]
+
+
+def assert_same_metrics(records: list[dict], expected: list[dict]) -> None:
+    """The same records (steps and keys), every value equal to 1e-6 relative: the metrics of the same steps were
+    identical in every pair of runs but one, where a whole uninterrupted run logged losses and gradient norms one
+    float32 ulp off at most steps (its parameters stayed identical). The rounding of a metric's reduction can vary
+    between processes; the trajectory does not. A resume that read another batch or restored another state moves
+    every later loss by far more (~1e-2)."""
+    assert [sorted(r) for r in records] == [sorted(e) for e in expected]
+    for r, e in zip(records, expected):
+        for key, value in e.items():
+            assert math.isclose(r[key], value, rel_tol=1e-6), (r["step"], key, r[key], value)
+
+
+def saved_state(step_dir: pathlib.Path) -> dict[str, bytes]:
+    """{leaf path: raw bytes} of the TrainState saved in a checkpoint."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    tree = ocp.PyTreeCheckpointer().restore(step_dir / "state")
+    return {jax.tree_util.keystr(k): np.asarray(v).tobytes() for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 # A WordPiece vocabulary with BERT's special-token ids, so that runs need not spend time training one.

@@ -9,8 +9,8 @@ import tempfile
 # Must happen before jax initialises its backends (i.e. before any test module touches a device). The tests in this
 # process compile hundreds of tiny programs, for which XLA:CPU's LLVM optimisation (level 2 by default) costs more
 # than it saves: level 0 took test_step + test_bert + test_electra_objective from 198 s to 128 s on 2 workers. It
-# changes code generation, not the semantics of any op. Subprocesses that stand for a user's run (`sslm_env`, the
-# README examples, the notebooks) set their own XLA_FLAGS and keep XLA's defaults.
+# changes code generation, not the semantics of any op. Subprocesses (`sslm_env`, the README examples, the notebooks)
+# set their own XLA_FLAGS: one device, not 8, and the same level (`_sslm_runs.TEST_XLA_FLAGS`).
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from _sslm_runs import compile_cache_env, session_compile_cache
+from _sslm_runs import TEST_XLA_FLAGS, compile_cache_env, session_compile_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "colab").glob("*.ipynb"))
@@ -107,7 +107,7 @@ def _execute(notebook: pathlib.Path, tmp_path, monkeypatch) -> tuple[str, list[s
     monkeypatch.setenv("SSLM_NOTEBOOK_SKIP_INSTALL", "1")
     monkeypatch.setenv("SSLM_SST2_DIR", str(_sst2_dir(tmp_path)))
     monkeypatch.setenv("TMPDIR", str(runs))
-    monkeypatch.delenv("XLA_FLAGS", raising=False)  # conftest's 8 fake devices are for the in-process tests
+    monkeypatch.setenv("XLA_FLAGS", TEST_XLA_FLAGS)  # not conftest's 8 fake devices (for the in-process tests)
     if cache := session_compile_cache():  # the smoke configs the README and CLI tests also compile
         for name, value in compile_cache_env(cache).items():
             monkeypatch.setenv(name, value)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from _sslm_runs import compile_cache_env, session_compile_cache
+from _sslm_runs import TEST_XLA_FLAGS, compile_cache_env, session_compile_cache
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -57,11 +57,12 @@ def examples(tmp_path_factory, shared_data) -> Examples:
     """The example blocks run as one bash script from the repository root (../shared/data is read in place), each
     line as printed except two substitutions: /tmp/ becomes a fresh folder and port 8080 a free one. `set -e`: any
     failing line fails the run; a server that never turns ready is caught by the timeout. The environment is a
-    user's (one CPU device, not conftest's 8) plus the session's compilation cache."""
+    user's (one CPU device, not conftest's 8) plus the session's compilation cache and the tests' XLA optimisation
+    level (`_sslm_runs.TEST_XLA_FLAGS`)."""
     tmp = tmp_path_factory.mktemp("readme")
     script = "set -euo pipefail\n" + "\n".join(_example_blocks())
     script = script.replace("/tmp/", f"{tmp}/").replace("8080", str(_free_port()))
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {**os.environ, "XLA_FLAGS": TEST_XLA_FLAGS}
     env.update(PATH=f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     if cache := session_compile_cache():
         env.update(compile_cache_env(cache))
