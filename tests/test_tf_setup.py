@@ -20,9 +20,10 @@ for kind in ("GPU", "TPU"):
 assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "1", "the quiet level leaked into the environment (JAX, children)"
 print("tf:", sorted({d.device_type for d in tf.config.get_visible_devices()}), "jax:", jax.default_backend())
 import sys, importlib.util
-if importlib.util.find_spec("sklearn"):  # Keras would have loaded it (seconds of every start); it still imports
-    assert "sklearn" not in sys.modules, "TensorFlow's import loaded scikit-learn"
-    import sklearn
+for extra in ("sklearn", "matplotlib"):  # Keras would have loaded them (seconds of every start); they still import
+    if importlib.util.find_spec(extra):
+        assert extra not in sys.modules, f"TensorFlow's import loaded {extra}"
+        importlib.import_module(extra)
 """
 
 

@@ -39,8 +39,10 @@ def _import_tensorflow_quietly():
     previous = os.environ.get(_LOG_LEVEL)  # jax sets "1" when it is imported
     os.environ[_LOG_LEVEL] = "3"
     try:
-        # Keras, which TensorFlow imports eagerly, would import scikit-learn for its sklearn wrappers (1.3 s).
-        with _stderr_kept_unless_failing(), imports_blocked("sklearn"):
+        # Keras, which TensorFlow imports eagerly, would import scikit-learn for its sklearn wrappers (1.3 s) and
+        # matplotlib with pyplot for its image-gallery plots (~1 s); it falls back cleanly without them. Processes
+        # that draw curves import matplotlib themselves, with the Agg backend (training/reporting.py).
+        with _stderr_kept_unless_failing(), imports_blocked("sklearn", "matplotlib"):
             import tensorflow
     finally:
         if previous is None:
