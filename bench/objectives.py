@@ -3,6 +3,7 @@ and ELECTRA against random initialisation, at equal CPU time, measured by a line
 
     python bench/objectives.py --workdir=/tmp/sslm_objectives                      # budgets 10 and 30 CPU-minutes
     python bench/objectives.py --workdir=/tmp/x --budgets=1 --draws=1 --objectives=mlm_token,electra --smoke
+    python bench/objectives.py --workdir=/tmp/x --poolings=mean                    # fine-tune mean-pooled only
 
 Protocol (the rules of the comparison, each a choice made here):
 - Corpus: every SST-2 train sentence (labels dropped) and WikiText-2 valid's paragraphs, minus 5 % of the
@@ -19,7 +20,7 @@ Protocol (the rules of the comparison, each a choice made here):
 - Linear probe: frozen features (the last layer mean-pooled over real tokens, and its [CLS] row), standardised,
   then an L2 logistic regression whose C is chosen by 5-fold cross-validation on the 1,000 labelled rows only.
 - Fine-tune: `configs/objectives.py:finetune` (configs/sst2_lift.py's recipe: 10 epochs, lr 2e-4) from each
-  checkpoint with a mean-pooled and a [CLS] classifier; dev accuracy after the last step (no selection on dev).
+  checkpoint with a mean-pooled and a [CLS] classifier (`--poolings`); dev accuracy after the last step (no selection on dev).
 - References: random initialisation (BERT-tiny, the same vocabulary) through the same probe and fine-tune, and a
   TF-IDF uni+bigram logistic regression on the same 1,000 rows.
 
@@ -49,6 +50,7 @@ from bench import sst2_lift  # noqa: E402 (after the path: the shared-data reade
 
 LABELS = 1000
 CALIBRATION_STEPS, CALIBRATION_LOG = 40, 10
+SMOKE_CALIBRATION_STEPS, SMOKE_CALIBRATION_LOG = 12, 3  # a median of 3 intervals: enough to size the smoke runs
 POOLINGS = ("mean", "cls")
 
 
@@ -59,6 +61,8 @@ def _parse():
     p.add_argument("--budgets", default="10,30", help="CPU-minutes, comma-separated, each a multiple of the first")
     p.add_argument("--draws", type=int, default=3, help="1,000-row SST-2 draws (seeds 0..draws-1)")
     p.add_argument("--objectives", default="mlm_token,mlm_word,mlm_span,electra")
+    p.add_argument("--poolings", default=",".join(POOLINGS),
+                   help="the fine-tuned classifiers' poolings (the probes score both from the same features)")
     p.add_argument("--smoke", action="store_true",
                    help="tiny corpus, vocabulary and fine-tunes, 200 dev rows: checks the plumbing")  # fmt: skip
     return p.parse_args()
@@ -140,8 +144,9 @@ def pretrain_config(objective: str, work: pathlib.Path, *, smoke: bool):
 def cpu_seconds_per_step(objective: str, work: pathlib.Path, *, smoke: bool) -> float:
     """The median CPU seconds per step of a short run, leaving out its first interval (compilation)."""
     c = pretrain_config(objective, work, smoke=smoke)
-    c.total_steps, c.warmup_steps, c.log_every_steps = CALIBRATION_STEPS, 5, CALIBRATION_LOG
-    c.eval_every_steps = c.checkpoint_every_steps = 10 * CALIBRATION_STEPS
+    steps, log = (SMOKE_CALIBRATION_STEPS, SMOKE_CALIBRATION_LOG) if smoke else (CALIBRATION_STEPS, CALIBRATION_LOG)
+    c.total_steps, c.warmup_steps, c.log_every_steps = steps, min(5, steps // 2), log
+    c.eval_every_steps = c.checkpoint_every_steps = 10 * steps
     train(c, work / "calibration" / objective)
     rates = [r["cpu_seconds_per_step"] for r in records(work / "calibration" / objective) if "cpu_seconds_per_step" in r]
     return statistics.median(rates[1:])
@@ -294,6 +299,8 @@ class Results:
 
 
 def _stats(values: list[float]) -> str:
+    if not values:  # a pooling left out by --poolings
+        return "-"
     mean = statistics.mean(values)
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{mean:.3f} ± {sd:.3f}"
@@ -315,6 +322,9 @@ def main():
         fail(f"--budgets={args.budgets}: positive, increasing, each a multiple of the first")
     work = pathlib.Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    poolings = [p for p in args.poolings.split(",") if p]
+    if not poolings or set(poolings) - set(POOLINGS):
+        fail(f"--poolings={args.poolings}: a comma-separated subset of {','.join(POOLINGS)}")
     settings = dict(budgets=budgets, draws=args.draws, smoke=args.smoke)
     results = Results(work / "results.json", settings)
 
@@ -371,7 +381,7 @@ def main():
     ]
     largest = f"@{budgets[-1]:g}"
     for name in sorted(starts, key=lambda n: (n != "random", not n.endswith(largest))):
-        for p in POOLINGS:
+        for p in poolings:
             for seed in draws:
                 acc = results.get(
                     f"finetune/{name}/{p}/{seed}",
@@ -401,7 +411,7 @@ def print_table(data: dict, table: dict, reference: list[float], names) -> None:
                     held = f"{point.get('mlm_accuracy', float('nan')):.3f}"
                     if "rtd_accuracy" in point:
                         held += f" (RTD acc {point['rtd_accuracy']:.3f} vs {point['rtd_all_original_accuracy']:.3f})"
-        row = [_stats(cols[k]) for k in ("probe_mean", "probe_cls", "finetune_mean", "finetune_cls")]
+        row = [_stats(cols.get(k, [])) for k in ("probe_mean", "probe_cls", "finetune_mean", "finetune_cls")]
         print(f"| {name} | {used} | {steps} | {held} | {' | '.join(row)} |")
     print(f"| TF-IDF uni+bigram LR | - | - | - | {_stats(reference)} | | | |")
     for objective in names:
