@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from sslm_jax.training import reporting
 from sslm_jax.training.reporting import MetricsWriter
 
 
@@ -54,6 +55,27 @@ def test_the_curves_are_redrawn_only_after_new_records(tmp_path):
     png.unlink()
     resumed.plot()  # a resumed run with nothing left to train still draws its records
     assert png.exists() and png.stat().st_mtime_ns >= first
+    writer.close()
+
+
+def test_redraws_during_a_run_wait_for_the_interval(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(reporting.time, "monotonic", lambda: clock[0])
+    writer = MetricsWriter(tmp_path, enabled=True)
+    png = tmp_path / "curves.png"
+    writer.write(1, {"loss": 2.0})
+    clock[0] += 59.0
+    writer.plot(min_interval_s=60.0)  # an evaluation 59 s after the start: not yet
+    assert not png.exists()
+    clock[0] += 1.0
+    writer.plot(min_interval_s=60.0)
+    assert png.exists()
+    png.unlink()
+    writer.write(2, {"loss": 1.0})
+    writer.plot(min_interval_s=60.0)  # just drawn
+    assert not png.exists()
+    writer.plot()  # the end of the run draws whatever is new
+    assert png.exists()
     writer.close()
 
 

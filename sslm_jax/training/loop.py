@@ -226,7 +226,7 @@ def _train(config, workdir: pathlib.Path, spec, preemption: PreemptionHandler, m
             if eval_data is not None and (step % config.eval_every_steps == 0 or last):
                 final_eval = evaluate(runner, state, eval_data, task, config.eval_steps)
                 writer.write(step, final_eval, split="eval")
-                writer.plot()
+                writer.plot(min_interval_s=reporting.PLOT_EVERY_S)
                 logging.info("eval at step %d: %s", step, reporting.fmt(final_eval))
                 timer, cpu_timer = time.perf_counter(), time.process_time()  # evaluation is not training throughput
 

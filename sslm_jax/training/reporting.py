@@ -17,6 +17,7 @@ import json
 import math
 import os
 import pathlib
+import time
 from typing import Any, Mapping, Sequence
 
 import jax
@@ -62,6 +63,9 @@ def read_records(path: pathlib.Path) -> list[dict[str, Any]]:
     return records
 
 
+PLOT_EVERY_S = 60.0  # the loop's redraws of curves.png at evaluations, at most this often (seconds)
+
+
 class MetricsWriter:
     """Writes scalars to metrics.jsonl, TensorBoard (train/ and eval/ runs) and a PNG of the curves."""
 
@@ -82,6 +86,7 @@ class MetricsWriter:
         self._tb: dict[str, Any] = {}
         self._resume_step = resume_step
         self._stale = True  # curves.png lags the records (the end of a run would redraw the last eval's picture)
+        self._drawn_at = time.monotonic()  # a run's start counts as a drawing for `plot(min_interval_s=...)`
         if not self.enabled:
             return
         if self.jsonl.exists():
@@ -132,10 +137,14 @@ class MetricsWriter:
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(self.jsonl)
 
-    def plot(self) -> None:
+    def plot(self, *, min_interval_s: float = 0.0) -> None:
         """Redraw curves.png: training curves with the eval points of the same metric on top; a no-op when nothing was
-        written since the last drawing."""
+        written since the last drawing, or when the last drawing (or the writer's creation) is under `min_interval_s`
+        old. A drawing takes about a second on a CPU: the loop redraws at evaluations at most every PLOT_EVERY_S, so
+        that frequent evaluations do not pay it each time, and always at the end of a run."""
         if not self.enabled or not self.records or not self._stale:
+            return
+        if time.monotonic() - self._drawn_at < min_interval_s:
             return
         import matplotlib
 
@@ -159,6 +168,7 @@ class MetricsWriter:
         plt.close(fig)
         tmp.replace(self.png)
         self._stale = False
+        self._drawn_at = time.monotonic()
 
     def close(self) -> None:
         for writer in self._tb.values():
