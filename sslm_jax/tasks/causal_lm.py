@@ -14,6 +14,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
+from sslm_jax.data import tokenizers
 from sslm_jax.inference.text_generation import complete
 from sslm_jax.models import registry
 from sslm_jax.objectives import make_eval_step
@@ -68,10 +69,14 @@ def sample_hook(config, model, tokenizer, family, prompts: tuple[str, ...]):
     """The end-of-run hook that prints a greedy continuation of each prompt (None without prompts)."""
     if not prompts:
         return None
+    # The prompts are encoded on the host, as `sslm generate` does: the in-graph tokenizer would first trace its
+    # graph for this one call (about 3 s for byte-level BPE). Both give the same ids.
+    first_file = next(iter(tokenizer.files.values()))
+    host = tokenizers.get(config.data.tokenizer).load_for(first_file, config.data, host=True)
 
     def show(params) -> None:
         texts = complete(
-            model, params, tokenizer, prompts, init_cache=family.init_cache,
+            model, params, host, prompts, init_cache=family.init_cache,
             max_new_tokens=config.sample_max_new_tokens, temperature=0.0,
         )  # fmt: skip
         for prompt, (text,) in zip(prompts, texts):
