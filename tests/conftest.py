@@ -10,13 +10,13 @@ import tempfile
 # process compile hundreds of tiny programs, for which XLA:CPU's LLVM optimisation (level 2 by default) costs more
 # than it saves: level 0 took test_step + test_bert + test_electra_objective from 198 s to 128 s on 2 workers. It
 # changes code generation, not the semantics of any op. Subprocesses (`sslm_env`, the README examples, the notebooks)
-# set their own XLA_FLAGS: one device, not 8, and the same level (`_sslm_runs.TEST_XLA_FLAGS`).
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+# set their own XLA_FLAGS: one device, not 8, and the same level. (_sslm_runs imports only the standard library.)
+from _sslm_runs import SESSION_CACHE_VARIABLE, TEST_XLA_FLAGS
+
+os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
-
-from _sslm_runs import SESSION_CACHE_VARIABLE  # noqa: E402
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -11,7 +11,16 @@ import pathlib
 
 import pytest
 
-from _sslm_runs import Run, assert_one_line_error, pretrain_args, run, sslm_env, tree_digest, write_tiny_vocab
+from _sslm_runs import (
+    Run,
+    assert_one_line_error,
+    pretrain_args,
+    run,
+    session_compile_cache,
+    sslm_env,
+    tree_digest,
+    write_tiny_vocab,
+)
 
 # name -> (fake CPU devices, --config overrides, fragments the error line must contain). "{tmp}" is the test's folder.
 BEFORE_ANY_WRITE = {
@@ -124,17 +133,18 @@ def test_a_bad_line_deep_in_a_tsv_is_one_line_naming_file_and_line(failing_runs)
 @pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
     vocab = write_tiny_vocab(tmp_path / "vocab.txt")
+    env = sslm_env(cache_dir=session_compile_cache())  # the smoke programs other test files compile too
     workdir = tmp_path / "run"
     common = {"data.vocab_path": vocab, "fill_mask_examples": "()", "total_steps": 2}
-    run(pretrain_args(workdir, **common, **{"model.size": "tiny"}), env=sslm_env(), logs=tmp_path / "tiny")
+    run(pretrain_args(workdir, **common, **{"model.size": "tiny"}), env=env, logs=tmp_path / "tiny")
     before = tree_digest(workdir)
     assert any(name.startswith("checkpoints/2/state/") for name in before)
 
-    mini = Run(pretrain_args(workdir, **common, **{"model.size": "mini"}), env=sslm_env(), logs=tmp_path / "mini")
+    mini = Run(pretrain_args(workdir, **common, **{"model.size": "mini"}), env=env, logs=tmp_path / "mini")
     assert_one_line_error(mini, "checkpoints/2 is a checkpoint with model.size='tiny'", "model.size='mini'")
     assert tree_digest(workdir) == before
 
     # Another task: refused before its vocabulary (vocab.json + merges.txt) is trained into the run.
     gpt = [*pretrain_args(workdir)[:4], "--config=configs/gpt_demo.py:smoke", f"--workdir={workdir}"]
-    assert_one_line_error(Run(gpt, env=sslm_env(), logs=tmp_path / "gpt"), "task='pretrain'", "task='causal_lm'")
+    assert_one_line_error(Run(gpt, env=env, logs=tmp_path / "gpt"), "task='pretrain'", "task='causal_lm'")
     assert tree_digest(workdir) == before
