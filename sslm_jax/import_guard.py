@@ -3,8 +3,8 @@
 Some packages import heavy optional dependencies at their own import time only to support features we never use:
 tensorboardX imports PyTorch (to accept torch tensors), and Keras, which TensorFlow imports eagerly, imports
 scikit-learn (for its sklearn wrappers) and matplotlib (for its image plots). In a training process that cost 4.5 s,
-1.3 s and ~1 s of every start on CPU, plus their shared libraries. These packages fall back cleanly when the extra is absent (`try: import torch except
-ImportError`), so we make it look absent for the duration of that one import.
+1.3 s and ~1 s of every start on CPU, plus their shared libraries. These packages fall back cleanly when the extra
+is absent (`try: import torch except ImportError`), so we make it look absent for the duration of that one import.
 """
 
 from __future__ import annotations
