@@ -20,7 +20,8 @@ Protocol (the rules of the comparison, each a choice made here):
 - Linear probe: frozen features (the last layer mean-pooled over real tokens, and its [CLS] row), standardised,
   then an L2 logistic regression whose C is chosen by 5-fold cross-validation on the 1,000 labelled rows only.
 - Fine-tune: `configs/objectives.py:finetune` (configs/sst2_lift.py's recipe: 10 epochs, lr 2e-4) from each
-  checkpoint with a mean-pooled and a [CLS] classifier (`--poolings`); dev accuracy after the last step (no selection on dev).
+  checkpoint with a mean-pooled and a [CLS] classifier (`--poolings`); dev accuracy after the last step (no
+  selection on dev).
 - References: random initialisation (BERT-tiny, the same vocabulary) through the same probe and fine-tune, and a
   TF-IDF uni+bigram logistic regression on the same 1,000 rows.
 
