@@ -69,12 +69,13 @@ def sample_hook(config, model, tokenizer, family, prompts: tuple[str, ...]):
     """The end-of-run hook that prints a greedy continuation of each prompt (None without prompts)."""
     if not prompts:
         return None
-    # The prompts are encoded on the host, as `sslm generate` does: the in-graph tokenizer would first trace its
-    # graph for this one call (about 3 s for byte-level BPE). Both give the same ids.
     first_file = next(iter(tokenizer.files.values()))
-    host = tokenizers.get(config.data.tokenizer).load_for(first_file, config.data, host=True)
 
     def show(params) -> None:
+        # The prompts are encoded on the host, as `sslm generate` does: the in-graph tokenizer would first trace its
+        # graph for this one call (about 3 s for byte-level BPE). Both give the same ids. Loaded here, at the end of
+        # the run, not when the task is built: a run stopped earlier never needs it.
+        host = tokenizers.get(config.data.tokenizer).load_for(first_file, config.data, host=True)
         texts = complete(
             model, params, host, prompts, init_cache=family.init_cache,
             max_new_tokens=config.sample_max_new_tokens, temperature=0.0,
