@@ -15,6 +15,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = f"{ROOT / 'configs' / 'bert_demo.py'}:smoke"
 TIMEOUT_S = 900  # one run on two busy cores takes 1-3 minutes; a hang must still end the test
 SESSION_CACHE_VARIABLE = "SSLM_TEST_COMPILE_CACHE"  # set by conftest.py
+SHARED_RUNS_VARIABLE = "SSLM_TEST_SHARED_RUNS"  # set by conftest.py: _shared_runs.built_once's folder
 # XLA:CPU's LLVM optimisation level for every subprocess of the tests (`sslm` runs, the README examples, the
 # notebooks, the benches' smoke modes), as conftest.py sets it for the in-process tests. Level 0 compiles the smoke
 # programs about 3x sooner (bert_demo.py:smoke, a cold cache: 32 -> 10 s of compilation) and runs their steps slower

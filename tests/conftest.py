@@ -11,7 +11,7 @@ import tempfile
 # than it saves: level 0 took test_step + test_bert + test_electra_objective from 198 s to 128 s on 2 workers. It
 # changes code generation, not the semantics of any op. Subprocesses (`sslm_env`, the README examples, the notebooks)
 # set their own XLA_FLAGS: one device, not 8, and the same level. (_sslm_runs imports only the standard library.)
-from _sslm_runs import SESSION_CACHE_VARIABLE, TEST_XLA_FLAGS
+from _sslm_runs import SESSION_CACHE_VARIABLE, SHARED_RUNS_VARIABLE, TEST_XLA_FLAGS
 
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -35,6 +35,14 @@ def torch():
     return pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch==2.13.0)")
 
 
+@pytest.fixture(scope="session")
+def tiny_classifier(shared_data):
+    """A tiny BERT pretrained and fine-tuned on SST-2 rows, built once per session for both workers (_shared_runs)."""
+    import _shared_runs
+
+    return _shared_runs.tiny_classifier(shared_data)
+
+
 # The longest test files (CI durations of session 13), handed out first. With `-n 2 --dist loadfile`, xdist gives
 # whole files to the workers in queue order, so the README examples (one test, ~10 minutes) used to start last and
 # run alone while the other worker idled. Longest first, the two workers end close together. xdist's own queue order
@@ -52,25 +60,27 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the others keep their order
 
 
-_OWN_CACHE = pytest.StashKey[str]()  # the cache folder this process made (and removes at the end)
+_OWN_FOLDERS = pytest.StashKey[list]()  # the session folders this process made (and removes at the end)
 
 
 def pytest_configure(config):
     # xdist's loadfile queue keeps the collection order (_LONGEST_FIRST) instead of putting files with more tests first.
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
-    # One jax compilation cache for the session's subprocesses (`sslm` commands, notebooks, benches), opted into with
-    # _sslm_runs.session_compile_cache(): the README, the notebooks and the CLI tests run the same smoke configs, and
-    # each program need be compiled once (a hit is XLA's same executable). Made by the controller before xdist starts
-    # its workers, which inherit it. In-process tests do not use it: jax read its settings when first imported.
-    if SESSION_CACHE_VARIABLE not in os.environ:
-        folder = tempfile.mkdtemp(prefix="sslm-test-jax-cache-")
-        os.environ[SESSION_CACHE_VARIABLE] = folder
-        config.stash[_OWN_CACHE] = folder
+    # Two folders, made by the controller before xdist starts its workers, which inherit them:
+    # - one jax compilation cache for the session's subprocesses (`sslm` commands, notebooks, benches), opted into
+    #   with _sslm_runs.session_compile_cache(): the README, the notebooks and the CLI tests run the same smoke
+    #   configs, and each program need be compiled once (a hit is XLA's same executable). In-process tests do not use
+    #   it: jax read its settings when first imported;
+    # - the runs that several test files share, built once for both workers (_shared_runs.built_once).
+    made = []
+    for variable, prefix in ((SESSION_CACHE_VARIABLE, "sslm-test-jax-cache-"), (SHARED_RUNS_VARIABLE, "sslm-test-runs-")):
+        if variable not in os.environ:
+            os.environ[variable] = tempfile.mkdtemp(prefix=prefix)
+            made.append(variable)
+    config.stash[_OWN_FOLDERS] = made
 
 
 def pytest_unconfigure(config):
-    folder = config.stash.get(_OWN_CACHE, None)
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
-        os.environ.pop(SESSION_CACHE_VARIABLE, None)
+    for variable in config.stash.get(_OWN_FOLDERS, []):
+        shutil.rmtree(os.environ.pop(variable), ignore_errors=True)

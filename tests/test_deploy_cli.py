@@ -1,48 +1,28 @@
 """End to end on tiny sslm runs: `sslm quantize` / `sslm prune` / `sslm export` / `sslm eval` of the results, on a
 fine-tuned classifier (SST-2 rows from the shared files) and a pretraining run (fill-mask), and the one-line errors
-(exit 2, nothing written) of bad input. README.md's deployment example (dynamic int8, movement pruning, int8 of the
-pruned model, the portable export of a classifier) is run and checked by tests/test_readme.py; this file covers the
-rest: weight-only int8, one-shot pruning and its fine-tuning with the mask fixed, a pretraining run's int8 and export,
-refusals."""
+(exit 2, nothing written) of bad input. The two runs are `_shared_runs.tiny_classifier`, built once per session
+(test_finetune_cli.py tests the same ones). README.md's deployment example (dynamic int8, movement pruning, int8 of
+the pruned model, the portable export of a classifier) is run and checked by tests/test_readme.py; this file covers
+the rest: weight-only int8, one-shot pruning and its fine-tuning with the mask fixed, a pretraining run's int8 and
+export, refusals."""
 
 from __future__ import annotations
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
 from _sslm_runs import assert_cli_error, sslm
-from sslm_jax.config_loading import load_config
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def _tsv(source: pathlib.Path, dest: pathlib.Path, rows: int) -> pathlib.Path:
-    dest.write_text("".join(source.read_text(encoding="utf-8").splitlines(keepends=True)[: rows + 1]))
-    return dest
-
-
 @pytest.fixture(scope="module")
-def runs(shared_data, tmp_path_factory):
-    from sslm_jax.training.loop import train_and_evaluate
-
-    root = tmp_path_factory.mktemp("deploy")
-    config = load_config(f"{ROOT}/configs/bert_demo.py:smoke")
-    config.total_steps = config.eval_every_steps = config.checkpoint_every_steps = 4
-    config.fill_mask_examples = ()
-    train_and_evaluate(config, root / "pretrain")
-    train = _tsv(shared_data / "sst2" / "train.tsv", root / "train.tsv", 160)
-    dev = _tsv(shared_data / "sst2" / "dev.tsv", root / "dev.tsv", 37)
-    sslm(
-        "finetune", "--config=configs/glue.py:files,smoke", f"--workdir={root / 'sst2'}",
-        f"--config.init_from={root / 'pretrain'}", f"--config.data.train_files={train}",
-        f"--config.data.eval_files={dev}", "--config.total_steps=4", "--config.eval_every_steps=4",
-        "--config.checkpoint_every_steps=4",
-    )  # fmt: skip
-    return {"root": root, "pretrain": root / "pretrain", "sst2": root / "sst2"}
+def runs(tiny_classifier, tmp_path_factory):
+    """The shared tiny pretraining run and its SST-2 classifier (_shared_runs, read-only); outputs go to `root`."""
+    return {"root": tmp_path_factory.mktemp("deploy"), "pretrain": tiny_classifier.pretrained,
+            "sst2": tiny_classifier.finetuned}  # fmt: skip
 
 
 def _eval(workdir) -> dict[str, float]:
@@ -105,7 +85,6 @@ def test_bad_settings_exit_2_and_write_nothing(runs, tmp_path, args, command, fr
 
 
 def test_bad_inputs_exit_2_and_write_nothing(runs, tmp_path):
-    root = runs["root"]
     sslm("quantize", f"--workdir={runs['sst2']}", f"--out={tmp_path / 'q'}")
     out = sslm("quantize", f"--workdir={tmp_path / 'q'}", f"--out={tmp_path / 'qq'}", check=False)
     assert_cli_error(out, "quantize", "already quantized")
@@ -117,4 +96,4 @@ def test_bad_inputs_exit_2_and_write_nothing(runs, tmp_path):
     out = sslm("prune", f"--workdir={runs['sst2']}", f"--out={tmp_path / 'taken'}", "--sparsity=0.5", check=False)
     assert_cli_error(out, "prune", "exists and is not empty")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty_run", "q", "taken"]
-    assert not list(root.glob(".*"))  # no temporary folders left behind
+    assert not list(runs["sst2"].parent.glob(".*"))  # no temporary folders left behind, beside the source either

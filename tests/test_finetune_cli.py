@@ -1,8 +1,9 @@
 """End to end on a tiny model: pretrain → `sslm finetune` (init_from the pretraining run) → `sslm eval` →
 `sslm predict` → `sslm export-hf` → transformers, plus `sslm fill-mask`, and the one-line errors of bad input.
 
-The labelled data are rows of the shared SST-2 files with their labels renamed negative / positive, written to a
-temporary folder; the dev file has 37 rows, so the last eval batch (8 rows) is padded.
+The pretraining and fine-tuning runs are `_shared_runs.tiny_classifier`, built once per session (test_deploy_cli.py
+compresses the same ones); the tests here only read them. The labelled data are rows of the shared SST-2 files with
+their labels renamed negative / positive; the dev file has 37 rows, so the last eval batch (8 rows) is padded.
 """
 
 import json
@@ -13,70 +14,33 @@ import re
 import numpy as np
 import pytest
 
+from _shared_runs import DEV_ROWS, write_tsv
 from _sslm_runs import session_compile_cache, sslm, sslm_env
 from sslm_jax.config_loading import load_config
 from sslm_jax.errors import CheckpointError, DataError, SslmError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-LABELS = {"0": "negative", "1": "positive"}
-DEV_ROWS = 37
-
 pytestmark = pytest.mark.slow
 
 
-
-
-def _sst2_rows(path: pathlib.Path, count: int) -> list[tuple[str, str]]:
-    lines = path.read_text(encoding="utf-8").splitlines()[1 : count + 1]
-    return [(sentence, LABELS[label]) for sentence, label in (line.split("\t") for line in lines)]
-
-
-def _write_tsv(path: pathlib.Path, rows, header=("sentence", "label")) -> pathlib.Path:
-    path.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
-    return path
-
-
 @pytest.fixture(scope="module")
-def data(shared_data, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("sst2")
-    train = _sst2_rows(shared_data / "sst2" / "train.tsv", 160)
-    dev = _sst2_rows(shared_data / "sst2" / "dev.tsv", DEV_ROWS)
+def data(tiny_classifier, tmp_path_factory):
     return {
-        "train": _write_tsv(folder / "train.tsv", train),
-        "dev": _write_tsv(folder / "dev.tsv", dev),
-        "dev_rows": dev,
-        "folder": folder,
+        "train": tiny_classifier.train,
+        "dev": tiny_classifier.dev,
+        "dev_rows": tiny_classifier.dev_rows,
+        "folder": tmp_path_factory.mktemp("sst2"),  # this file's outputs (the shared run's files are read-only)
     }
 
 
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory):
-    from sslm_jax.training.loop import train_and_evaluate
-
-    config = load_config(f"{ROOT}/configs/bert_demo.py:smoke")
-    config.total_steps = 4
-    config.eval_every_steps = 4
-    config.checkpoint_every_steps = 4
-    config.fill_mask_examples = ()
-    workdir = tmp_path_factory.mktemp("pretrain")
-    train_and_evaluate(config, workdir)
-    return workdir
-
-
-def finetune_flags(workdir, init_from, train, dev, *extra):
-    return (
-        "finetune", "--config=configs/glue.py:files,smoke", f"--workdir={workdir}", f"--config.init_from={init_from}",
-        f"--config.data.train_files={train}", f"--config.data.eval_files={dev}", "--config.total_steps=4",
-        "--config.eval_every_steps=4", "--config.checkpoint_every_steps=4", *extra,
-    )  # fmt: skip
+def pretrained(tiny_classifier):
+    return tiny_classifier.pretrained
 
 
 @pytest.fixture(scope="module")
-def finetuned(pretrained, data, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("finetune")
-    # model.size=mini on purpose: with init_from, the model's shape is the checkpoint's (tiny), not the config's.
-    sslm(*finetune_flags(workdir, pretrained, data["train"], data["dev"], "--config.model.size=mini"))
-    return workdir
+def finetuned(tiny_classifier):
+    return tiny_classifier.finetuned
 
 
 def _without_tensorflow(folder: pathlib.Path) -> dict[str, str]:
@@ -261,14 +225,14 @@ def _finetune_in_process(workdir, init_from, train, dev, **overrides):
 def test_bad_fine_tuning_input_is_one_line(case, match, pretrained, data, tmp_path):
     train, dev, overrides = data["train"], data["dev"], {}
     if case == "label_outside_declared":
-        dev = _write_tsv(tmp_path / "dev.tsv", [("fine", "positive"), ("meh", "neutral")])
+        dev = write_tsv(tmp_path / "dev.tsv", [("fine", "positive"), ("meh", "neutral")])
         overrides = {"data__label_names": ("negative", "positive")}
     elif case == "missing_text_column":
         overrides = {"data__text_field": "review"}
     elif case == "missing_label_column":
         overrides = {"data__label_field": "stars"}
     elif case == "empty_eval_file":
-        dev = _write_tsv(tmp_path / "empty_dev.tsv", [])
+        dev = write_tsv(tmp_path / "empty_dev.tsv", [])
     elif case == "pair_task_one_column":
         overrides = {"data__text_field": "sentence,sentence2"}
     elif case == "num_labels_other_than_the_data":
@@ -282,7 +246,7 @@ def test_bad_fine_tuning_input_is_one_line(case, match, pretrained, data, tmp_pa
 def test_classifier_head_of_another_size_is_one_line(finetuned, data, tmp_path):
     rows = [(s, "negative") for s, _ in data["dev_rows"][:10]] + [(s, label) for s, label in [("ok", "neutral")] * 4]
     rows += [(s, "positive") for s, _ in data["dev_rows"][10:20]]
-    train = _write_tsv(tmp_path / "three.tsv", rows)
+    train = write_tsv(tmp_path / "three.tsv", rows)
     with pytest.raises(CheckpointError, match=r"classifier head for 2 labels, this task has 3") as e:
         _finetune_in_process(tmp_path / "run", finetuned, train, train)
     assert "\n" not in str(e.value)
@@ -291,7 +255,7 @@ def test_classifier_head_of_another_size_is_one_line(finetuned, data, tmp_path):
 def test_predict_errors_are_one_line_with_exit_status_2(finetuned, data, tmp_path):
     from sslm_jax.inference.classify import predict_file
 
-    bad = _write_tsv(tmp_path / "reviews.tsv", [("great",)], header=("review",))
+    bad = write_tsv(tmp_path / "reviews.tsv", [("great",)], header=("review",))
     out = sslm("predict", f"--workdir={finetuned}", f"--input={bad}", check=False)
     assert out.returncode == 2
     errors = [line for line in out.stderr.splitlines() if line.startswith("sslm predict: error:")]
