@@ -89,3 +89,24 @@ def tiny_classifier(shared_data: pathlib.Path) -> TinyClassifier:
         pretrained=folder / "pretrain", finetuned=folder / "sst2", train=folder / "train.tsv", dev=folder / "dev.tsv",
         dev_rows=sst2_rows(shared_data / "sst2" / "dev.tsv", DEV_ROWS),
     )  # fmt: skip
+
+
+# --- A tiny BERT pretraining run with two checkpoints ---------------------------------------------------------
+
+# The ready-made vocabulary, no fill-mask examples at the end, steps 3 and 6 saved.
+PRETRAINING_SETTINGS = {"fill_mask_examples": "()", "total_steps": 6, "checkpoint_every_steps": 3,
+                        "keep_checkpoints": 3}  # fmt: skip
+
+
+def _build_pretraining_run(folder: pathlib.Path) -> None:
+    from _sslm_runs import pretrain_args, run, session_compile_cache, sslm_env, write_tiny_vocab
+
+    vocab = write_tiny_vocab(folder / "vocab.txt")
+    run(pretrain_args(folder / "run", **PRETRAINING_SETTINGS, **{"data.vocab_path": vocab}),
+        env=sslm_env(cache_dir=session_compile_cache()), logs=folder / "logs")  # fmt: skip
+
+
+def tiny_pretraining_run() -> pathlib.Path:
+    """A finished 6-step smoke run (`sslm pretrain`, bert_demo.py:smoke with PRETRAINING_SETTINGS) with checkpoints 3
+    and 6; its vocabulary is beside it (`run.parent / "vocab.txt"`). test_operations.py and test_cli.py work on copies."""
+    return built_once("tiny_pretraining_run", _build_pretraining_run) / "run"

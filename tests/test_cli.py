@@ -8,18 +8,18 @@ overlap well) and checked one per test; refusing another model's checkpoint need
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 import pytest
 
+from _shared_runs import PRETRAINING_SETTINGS, tiny_pretraining_run
 from _sslm_runs import (
     Run,
     assert_one_line_error,
     pretrain_args,
-    run,
     session_compile_cache,
     sslm_env,
     tree_digest,
-    write_tiny_vocab,
 )
 
 # name -> (fake CPU devices, --config overrides, fragments the error line must contain). "{tmp}" is the test's folder.
@@ -132,16 +132,16 @@ def test_a_bad_line_deep_in_a_tsv_is_one_line_naming_file_and_line(failing_runs)
 
 @pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
-    vocab = write_tiny_vocab(tmp_path / "vocab.txt")
     env = sslm_env(cache_dir=session_compile_cache())  # the smoke programs other test files compile too
-    workdir = tmp_path / "run"
-    common = {"data.vocab_path": vocab, "fill_mask_examples": "()", "total_steps": 2}
-    run(pretrain_args(workdir, **common, **{"model.size": "tiny"}), env=env, logs=tmp_path / "tiny")
+    trained = tiny_pretraining_run()  # model.size tiny, checkpoints 3 and 6; a copy, as the run is shared
+    vocab = shutil.copy(trained.parent / "vocab.txt", tmp_path / "vocab.txt")
+    workdir = pathlib.Path(shutil.copytree(trained, tmp_path / "run"))
+    common = {"data.vocab_path": vocab, **PRETRAINING_SETTINGS}
     before = tree_digest(workdir)
-    assert any(name.startswith("checkpoints/2/state/") for name in before)
+    assert any(name.startswith("checkpoints/6/state/") for name in before)
 
     mini = Run(pretrain_args(workdir, **common, **{"model.size": "mini"}), env=env, logs=tmp_path / "mini")
-    assert_one_line_error(mini, "checkpoints/2 is a checkpoint with model.size='tiny'", "model.size='mini'")
+    assert_one_line_error(mini, "checkpoints/6 is a checkpoint with model.size='tiny'", "model.size='mini'")
     assert tree_digest(workdir) == before
 
     # Another task: refused before its vocabulary (vocab.json + merges.txt) is trained into the run.

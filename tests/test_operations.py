@@ -1,12 +1,13 @@
 """What operators do to a run, as real `sslm` subprocesses (issue 11): a second writer, a damaged checkpoint (truncated
 or deleted files), a torn metrics.jsonl, changed settings on resume, a full disk, SIGINT and SIGTERM at any moment.
 
-One tiny run (`trained`: smoke config, a ready-made vocabulary, steps 3 and 6 saved) is trained once; each test works
-on its own copy of it. Each asserts the one line the user sees (the error or the fallback), the exit status, and that
-the files that existed before are unchanged (sha256 before and after), except what the fault itself moved aside.
-The runs that need nothing but the copy are started together by one fixture, since each is mostly start-up time.
-The fast suite has the runs that train no step (refusals, fallbacks of readers, repairs on resume); those that train
-(a resume after a damaged step, a full disk, signals, two writers, 20 kill -9 points) are marked slow.
+One tiny run (`trained`: smoke config, a ready-made vocabulary, steps 3 and 6 saved) is trained once per session
+(_shared_runs.tiny_pretraining_run); each test works on its own copy of it. Each asserts the one line the user sees
+(the error or the fallback), the exit status, and that the files that existed before are unchanged (sha256 before and
+after), except what the fault itself moved aside. The runs that need nothing but the copy are started together by
+one fixture, since each is mostly start-up time. The fast suite has the runs that train no step (refusals, fallbacks
+of readers, repairs on resume); those that train (a resume after a damaged step, a full disk, signals, two writers,
+20 kill -9 points) are marked slow.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 
 import pytest
 
+from _shared_runs import PRETRAINING_SETTINGS, tiny_pretraining_run
 from _sslm_runs import (
     ROOT,
     Run,
@@ -41,8 +43,7 @@ from _sslm_runs import (
     write_tiny_vocab,
 )
 
-# The ready-made vocabulary, no fill-mask examples at the end, steps 3 and 6 saved.
-BASE = {"fill_mask_examples": "()", "total_steps": 6, "checkpoint_every_steps": 3, "keep_checkpoints": 3}
+BASE = PRETRAINING_SETTINGS
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +53,12 @@ def cache_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, cache_dir) -> pathlib.Path:
-    """A finished 6-step smoke run with checkpoints 3 and 6 (its workdir; the vocabulary is beside it)."""
-    base = tmp_path_factory.mktemp("trained")
-    vocab = write_tiny_vocab(base / "vocab.txt")
-    run(pretrain_args(base / "run", **BASE, **{"data.vocab_path": vocab}), env=sslm_env(cache_dir=cache_dir),
-        logs=base / "logs")  # fmt: skip
-    assert checkpoint_steps(base / "run") == [3, 6]
-    return base / "run"
+def trained() -> pathlib.Path:
+    """A finished 6-step smoke run with checkpoints 3 and 6 (its workdir; the vocabulary is beside it), built once
+    per session (test_cli.py uses it too): every test here works on a copy."""
+    workdir = tiny_pretraining_run()
+    assert checkpoint_steps(workdir) == [3, 6]
+    return workdir
 
 
 def pretrain(workdir: pathlib.Path, **overrides) -> list[str]:
