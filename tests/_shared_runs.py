@@ -17,7 +17,17 @@ import pathlib
 import shutil
 from typing import Callable, NamedTuple
 
-from _sslm_runs import ROOT, SHARED_RUNS_VARIABLE, sslm
+from _sslm_runs import (
+    ROOT,
+    SHARED_RUNS_VARIABLE,
+    pretrain_args,
+    run,
+    session_compile_cache,
+    sslm,
+    sslm_env,
+    write_tiny_vocab,
+)
+
 
 def built_once(name: str, build: Callable[[pathlib.Path], None]) -> pathlib.Path:
     """The folder `name` in the session's shared folder, filled by `build(folder)` the first time it is asked for."""
@@ -99,8 +109,6 @@ PRETRAINING_SETTINGS = {"fill_mask_examples": "()", "total_steps": 6, "checkpoin
 
 
 def _build_pretraining_run(folder: pathlib.Path) -> None:
-    from _sslm_runs import pretrain_args, run, session_compile_cache, sslm_env, write_tiny_vocab
-
     vocab = write_tiny_vocab(folder / "vocab.txt")
     run(pretrain_args(folder / "run", **PRETRAINING_SETTINGS, **{"data.vocab_path": vocab}),
         env=sslm_env(cache_dir=session_compile_cache()), logs=folder / "logs")  # fmt: skip
@@ -108,5 +116,13 @@ def _build_pretraining_run(folder: pathlib.Path) -> None:
 
 def tiny_pretraining_run() -> pathlib.Path:
     """A finished 6-step smoke run (`sslm pretrain`, bert_demo.py:smoke with PRETRAINING_SETTINGS) with checkpoints 3
-    and 6; its vocabulary is beside it (`run.parent / "vocab.txt"`). test_operations.py and test_cli.py work on copies."""
+    and 6; its vocabulary is beside it (`run.parent / "vocab.txt"`). test_operations.py and test_cli.py work on copies
+    (`copy_of`)."""
     return built_once("tiny_pretraining_run", _build_pretraining_run) / "run"
+
+
+def copy_of(trained: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
+    """`where/run`, a copy of the run `trained`, with the vocabulary beside it as `where/vocab.txt`."""
+    where.mkdir(parents=True)
+    shutil.copy(trained.parent / "vocab.txt", where / "vocab.txt")
+    return pathlib.Path(shutil.copytree(trained, where / "run"))

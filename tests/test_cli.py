@@ -8,11 +8,10 @@ overlap well) and checked one per test; refusing another model's checkpoint need
 from __future__ import annotations
 
 import pathlib
-import shutil
 
 import pytest
 
-from _shared_runs import PRETRAINING_SETTINGS, tiny_pretraining_run
+from _shared_runs import PRETRAINING_SETTINGS, copy_of, tiny_pretraining_run
 from _sslm_runs import (
     Run,
     assert_one_line_error,
@@ -133,10 +132,8 @@ def test_a_bad_line_deep_in_a_tsv_is_one_line_naming_file_and_line(failing_runs)
 @pytest.mark.slow
 def test_checkpoint_of_another_model_size_is_refused_untouched(tmp_path):
     env = sslm_env(cache_dir=session_compile_cache())  # the smoke programs other test files compile too
-    trained = tiny_pretraining_run()  # model.size tiny, checkpoints 3 and 6; a copy, as the run is shared
-    vocab = shutil.copy(trained.parent / "vocab.txt", tmp_path / "vocab.txt")
-    workdir = pathlib.Path(shutil.copytree(trained, tmp_path / "run"))
-    common = {"data.vocab_path": vocab, **PRETRAINING_SETTINGS}
+    workdir = copy_of(tiny_pretraining_run(), tmp_path / "copy")  # model.size tiny, checkpoints 3 and 6
+    common = {"data.vocab_path": workdir.parent / "vocab.txt", **PRETRAINING_SETTINGS}
     before = tree_digest(workdir)
     assert any(name.startswith("checkpoints/6/state/") for name in before)
 

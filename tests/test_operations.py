@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,7 +23,7 @@ import time
 
 import pytest
 
-from _shared_runs import PRETRAINING_SETTINGS, tiny_pretraining_run
+from _shared_runs import PRETRAINING_SETTINGS, copy_of, tiny_pretraining_run
 from _sslm_runs import (
     ROOT,
     Run,
@@ -42,9 +41,6 @@ from _sslm_runs import (
     without_timing,
     write_tiny_vocab,
 )
-
-BASE = PRETRAINING_SETTINGS
-
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> pathlib.Path:
@@ -66,13 +62,7 @@ def pretrain(workdir: pathlib.Path, **overrides) -> list[str]:
     if not vocab.exists():
         vocab.parent.mkdir(parents=True, exist_ok=True)
         write_tiny_vocab(vocab)
-    return pretrain_args(workdir, **{**BASE, "data.vocab_path": vocab, **overrides})
-
-
-def copy_of(trained: pathlib.Path, where: pathlib.Path) -> pathlib.Path:
-    where.mkdir(parents=True)
-    shutil.copy(trained.parent / "vocab.txt", where / "vocab.txt")
-    return pathlib.Path(shutil.copytree(trained, where / "run"))
+    return pretrain_args(workdir, **{**PRETRAINING_SETTINGS, "data.vocab_path": vocab, **overrides})
 
 
 def biggest_state_file(step_dir: pathlib.Path) -> pathlib.Path:
