@@ -1,12 +1,12 @@
-"""`inference.classify.pack` (the host packing of one-shot `sslm predict`) lays ids out as the in-graph
-`data.finetuning.pack_inputs` of fine-tuning does: single texts and pairs, every truncation case."""
+"""`data.host_finetuning.pack` (the host packing of `sslm predict`, `serve` and `eval` of files) lays ids out as
+the in-graph `data.finetuning.pack_inputs` of fine-tuning does: single texts and pairs, every truncation case."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from sslm_jax.data import finetuning
-from sslm_jax.inference.classify import pack
+from sslm_jax.data.host_finetuning import pack
 
 SPECIAL = dict(cls_id=101, sep_id=102, pad_id=0)
 

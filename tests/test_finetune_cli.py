@@ -10,6 +10,8 @@ import json
 import math
 import pathlib
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,19 +58,20 @@ def _without_tensorflow(folder: pathlib.Path) -> dict[str, str]:
     return {**env, "PYTHONPATH": os.pathsep.join([str(folder), env.get("PYTHONPATH", "")])}
 
 
+def _run_without_tensorflow(folder: pathlib.Path, *args) -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env=_without_tensorflow(folder))  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def predictions(finetuned, data, tmp_path_factory):
     """`sslm predict` in a process that cannot import TensorFlow (one-shot inference tokenizes on the host); the
-    tests below hold its output to `sslm eval` (the in-graph pipeline) and to transformers."""
-    import subprocess
-    import sys
-
+    tests below hold its output to `sslm eval` and to transformers."""
     output = data["folder"] / "predictions.jsonl"
-    env = _without_tensorflow(tmp_path_factory.mktemp("no_tf"))
-    out = subprocess.run([sys.executable, "-m", "sslm_jax", "predict", f"--workdir={finetuned}",
-                          f"--input={data['dev']}", f"--output={output}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_without_tensorflow(tmp_path_factory.mktemp("no_tf"), "predict", f"--workdir={finetuned}",
+                                  f"--input={data['dev']}", f"--output={output}")  # fmt: skip
     assert f"wrote {DEV_ROWS} predictions" in out.stdout
     return [json.loads(line) for line in output.read_text().splitlines()]
 
@@ -98,8 +101,10 @@ def test_finetune_saves_label_names_and_takes_the_model_from_init_from(finetuned
     assert evals and evals[-1]["eval_examples"] == 16  # the smoke config's eval_steps=2 batches of 8
 
 
-def test_eval_is_exact_and_agrees_with_predict(finetuned, predictions, data):
-    out = sslm("eval", f"--workdir={finetuned}")
+def test_eval_is_exact_and_agrees_with_predict(finetuned, predictions, data, tmp_path):
+    """`sslm eval` of a classifier trained on files reads its eval file on the host: it runs where TensorFlow cannot
+    be imported (data/host_finetuning.py; tests/test_host_finetuning.py holds its batches to the tf.data ones)."""
+    out = _run_without_tensorflow(tmp_path, "eval", f"--workdir={finetuned}")
     metrics = dict(re.findall(r"(\w+)=([-\d.e+]+)", out.stdout.strip().splitlines()[-1]))
     assert float(metrics["examples"]) == DEV_ROWS  # every dev row once, the padding of the last batch ignored
     labels = [label for _, label in data["dev_rows"]]
@@ -139,18 +144,12 @@ def test_fill_mask_cli_needs_no_tensorflow_and_equals_the_in_graph_tokenizer_and
     """One-shot `sslm fill-mask` tokenizes on the host (HF `tokenizers`): it runs where TensorFlow cannot be
     imported, and its guesses are those of the in-graph tokenizer's ids (accents and casing included); the model
     exported for Hugging Face gives the same guesses and probabilities."""
-    import subprocess
-    import sys
-
     from sslm_jax.inference import fill_mask
     from sslm_jax.inference.export import export_hf
     from sslm_jax.inference.loading import load_model
 
     texts = ["the [MASK] is closed .", "a [MASK] of [MASK] .", "Héllo, THE [MASK] wörld!"]
-    command = [sys.executable, "-m", "sslm_jax", "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts]
-    env = _without_tensorflow(tmp_path)
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
-    assert out.returncode == 0, out.stderr[-3000:]
+    out = _run_without_tensorflow(tmp_path, "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts)
     lines = out.stdout.strip().splitlines()
     assert [lines[0], lines[2], lines[5]] == texts
     assert [line.split(":")[0] for line in lines if line.startswith("  ")] == ["  [MASK] 1", "  [MASK] 1", "  [MASK] 2",
@@ -277,9 +276,6 @@ def _pretrain_dir(finetuned) -> str:
 def test_the_cold_start_bench_runs(pretrained, torch):
     """bench/cold_start.py (BENCHMARKS.md's cold-start figures) at one round, so that it cannot rot: both sides
     answer, with the same best guess (the same weights)."""
-    import subprocess
-    import sys
-
     command = [sys.executable, str(ROOT / "bench" / "cold_start.py"), f"--workdir={pretrained}", "--rounds=1",
                "--warmup=0"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600, env=sslm_env())

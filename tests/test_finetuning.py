@@ -384,6 +384,78 @@ def test_bad_jsonl(tmp_path, tok):
     assert f"{path}:2" in msg and "not a JSON object" in msg
 
 
+# --- The host eval path (data/host_finetuning.py): `sslm eval` of files without TensorFlow ------------------------
+
+
+@pytest.fixture(scope="module")
+def host_tok(vocab_file):
+    from sslm_jax.data.host_wordpiece import HostWordPiece
+
+    return HostWordPiece(vocab_file)
+
+
+def _assert_host_batches_equal_the_pipeline(c, tok, host_tok, *, per_host_batch, process_count=1):
+    """For every host: the same TaskInfo, batch count, keys, dtypes and values; and a second pass is the first."""
+    from sslm_jax.data import host_finetuning
+
+    for index in range(process_count):
+        where = dict(per_host_batch=per_host_batch, process_index=index, process_count=process_count)
+        ds, info = ft.create_classification_dataset(c, tok, split="eval", seed=0, **where)
+        batches, host_info = host_finetuning.create_eval_batches(c, host_tok, **where)
+        assert host_info == info
+        want, got = _batches(ds), list(batches)
+        assert len(got) == len(want) == len(batches) and list(batches)[-1].keys() == got[-1].keys()
+        for step, (w, g) in enumerate(zip(want, got)):
+            assert g.keys() == w.keys(), step
+            for key in w:
+                assert g[key].dtype == w[key].dtype, (step, key)
+                np.testing.assert_array_equal(g[key], w[key], err_msg=f"host {index}, batch {step}, {key}")
+        for w, g in zip(got, batches):  # iterable again, for the loop's next evaluation
+            np.testing.assert_array_equal(g["input_ids"], w["input_ids"])
+
+
+@pytest.mark.parametrize("process_count, per_host_batch", [(1, 100), (3, 145)])
+def test_host_eval_batches_of_sst2_equal_the_pipeline(shared_data, tok, host_tok, process_count, per_host_batch):
+    """Real text, cut at 16 tokens, 872 rows: 100 per batch on one host (the last padded); or hosts of 291/291/290
+    rows, 145 per batch: the third host's rows fill 2 batches, and it runs a third one of padding only."""
+    dev = shared_data / "sst2" / "dev.tsv"
+    c = _data_config(source="files", format="tsv", text_field="sentence", train_files=str(dev), eval_files=str(dev))
+    _assert_host_batches_equal_the_pipeline(c, tok, host_tok, per_host_batch=per_host_batch,
+                                            process_count=process_count)  # fmt: skip
+
+
+def test_host_eval_batches_of_pairs_regression_and_held_out_rows_equal_the_pipeline(tmp_path, tok, host_tok):
+    rng = np.random.default_rng(1)
+    text = lambda: " ".join(rng.choice(WORDS, rng.integers(0, 9)))  # noqa: E731 (0-8 words: empty, fits, cut)
+    records = [{"a": text(), "b": text(), "gold": str(rng.choice(["yes", "no", "maybe"]))} for _ in range(23)]
+    path = tmp_path / "pairs.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+    pairs = _data_config(source="files", format="jsonl", text_field="a,b", label_field="gold", train_files=str(path),
+                         eval_files=str(path), max_seq_len=8)  # fmt: skip (8: every truncation case of a pair)
+    _assert_host_batches_equal_the_pipeline(pairs, tok, host_tok, per_host_batch=4, process_count=2)
+    scores = tmp_path / "scores.csv"
+    rows = "".join(f'"{r["a"]}, {r["b"]}",{i / 7:.3f}\n' for i, r in enumerate(records))
+    scores.write_text("sentence,score\n" + rows)
+    regression = _data_config(source="files", format="csv", text_field="sentence", label_field="score", num_labels=1,
+                              train_files=str(scores), eval_fraction=0.4)  # fmt: skip
+    _assert_host_batches_equal_the_pipeline(regression, tok, host_tok, per_host_batch=3, process_count=2)
+
+
+def test_host_eval_refuses_what_the_pipeline_refuses(tmp_path, tok, host_tok):
+    from sslm_jax.data import host_finetuning
+
+    good = _write_tsv(tmp_path / "train.tsv", ["text", "label"], [("a good film", "pos"), ("dull", "neg")])
+    unseen = _write_tsv(tmp_path / "dev.tsv", ["text", "label"], [("fun", "pos"), ("hm", "meh")])
+    files = dict(source="files", format="tsv", train_files=str(good))
+    for c, batch in [(_data_config(**files, eval_files=str(unseen)), 2), (_data_config(**files, max_seq_len=3), 2),
+                     (_data_config(**files, eval_files=str(good)), 0)]:  # fmt: skip
+        with pytest.raises((DataError, ConfigError)) as want:
+            ft.create_classification_dataset(c, tok, split="eval", per_host_batch=batch, seed=0)
+        with pytest.raises(want.type, match=re.escape(str(want.value))):
+            host_finetuning.create_eval_batches(c, host_tok, per_host_batch=batch)
+
+
 # --- TFDS: a tiny GLUE prepared locally ---------------------------------------------------------------------------
 
 # Features of TFDS's own `glue` builder (tensorflow_datasets/text/glue.py), version 2.0.0.

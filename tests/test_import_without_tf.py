@@ -51,9 +51,10 @@ def test_the_blocker_blocks():
 
 
 def test_one_shot_inference_and_deployment_need_no_tensorflow(tmp_path):
-    """Only training and evaluation read data through tf.data. Loading a model to generate, serve, quantize, prune or
-    export it tokenizes on the host (or only copies the tokenizer's files), BPE included: all of it runs where
-    TensorFlow cannot be imported. (`export_hf` loads models the same way; it takes only sslm runs.)"""
+    """Only training and evaluation read data through tf.data (`sslm eval` of a classifier of files does not either:
+    test_finetune_cli). Loading a model to generate, serve, quantize, prune or export it tokenizes on the host (or
+    only copies the tokenizer's files), BPE included: all of it runs where TensorFlow cannot be imported.
+    (`export_hf` loads models the same way; it takes only sslm runs.)"""
     from _serve_models import bert_dir, gpt_dir
 
     gpt, classifier = gpt_dir(tmp_path), bert_dir(tmp_path, "classification")

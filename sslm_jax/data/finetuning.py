@@ -5,9 +5,10 @@
     next(iter(ds))     # input_ids, attention_mask, token_type_ids [32, max_seq_len] int32,
                        # label [32] int32 (float32 for regression), example_weight [32] float32
 
-This module holds the tf.data path from examples to batches and the in-graph encoding that `sslm predict` shares
-(`pack_inputs`). Where the examples come from (TFDS or files), `TaskInfo`, label names and the held-out eval
-split live in `sslm_jax.data.labelled_sources`.
+This module holds the tf.data path from examples to batches and the in-graph encoding (`pack_inputs`). Where the
+examples come from (TFDS or files) is `sslm_jax.data.labelled_sources`'s; `TaskInfo`, label names and the held-out
+eval split of files are `sslm_jax.data.labelled_files`'s. The eval split of files also has a host twin without
+TensorFlow, `sslm_jax.data.host_finetuning` (what the classification task evaluates on).
 
 The data path, one small step each:
   read    TFDS (`data.source="tfds"`, prepared data only) or tsv / csv / jsonl files (`data.source="files"`):
@@ -27,10 +28,10 @@ from __future__ import annotations
 import math
 
 
-from sslm_jax.data import labelled_sources
-from sslm_jax.data.labelled_sources import TaskInfo
+from sslm_jax.data import host_finetuning, labelled_sources
+from sslm_jax.data.labelled_files import TaskInfo
 from sslm_jax.data.tf_setup import tf
-from sslm_jax.errors import ConfigError, DataError
+from sslm_jax.errors import DataError
 
 SPLITS = ("train", "eval")
 
@@ -64,12 +65,9 @@ def create_classification_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; use one of {SPLITS}")
-    if per_host_batch < 1:
-        raise ConfigError(f"per-host batch size {per_host_batch} must be at least 1")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index} is not in [0, process_count={process_count})")
-    if data_config.max_seq_len < 4:  # [CLS] a [SEP] b [SEP] needs at least one token of text
-        raise ConfigError(f"data.max_seq_len={data_config.max_seq_len} leaves no room for text; use 4 or more")
+    host_finetuning.check_batching(
+        data_config, per_host_batch=per_host_batch, process_index=process_index, process_count=process_count
+    )
     source = labelled_sources.open_source(data_config, split=split)
     info = source.info
     pair = info.is_pair

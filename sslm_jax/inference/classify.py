@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from sslm_jax.data import files
+from sslm_jax.data.host_finetuning import pack
 from sslm_jax.errors import DataError, SslmError
 from sslm_jax.inference.loading import LoadedModel, load_model
 from sslm_jax.objectives.classification import make_predict_fn
@@ -91,8 +92,8 @@ def encode(loaded: LoadedModel, examples: Sequence[Example]) -> dict[str, np.nda
     all sentence pairs, packed as fine-tuning packs them (also what `sslm serve` feeds its classifier).
 
     The tokenizer's `encode` (the in-graph WordPiece's, or the TF-free host one of `load_model(...,
-    host_tokenizer=True)`) gives the ids; `pack` lays them out as `data.finetuning.pack_inputs` does in-graph
-    (tests/test_classify_pack.py checks the two agree)."""
+    host_tokenizer=True)`) gives the ids; `data.host_finetuning.pack` lays them out as `data.finetuning.pack_inputs`
+    does in-graph (tests/test_classify_pack.py checks the two agree)."""
     widths = {len(e) for e in examples}
     if len(widths) != 1 or not widths <= {1, 2}:
         raise SslmError(f"examples must all be single texts or all sentence pairs; got widths {sorted(widths)}")
@@ -105,36 +106,6 @@ def encode(loaded: LoadedModel, examples: Sequence[Example]) -> dict[str, np.nda
     tok = loaded.tokenizer
     columns = [tok.encode([e[i] for e in examples]) for i in range(len(examples[0]))]
     return pack(*columns, max_seq_len=loaded.max_seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
-
-
-def pack(ids_a, ids_b=None, *, max_seq_len: int, cls_id: int, sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
-    """[CLS] a [SEP] (b [SEP]) per row, cut longest-first to `max_seq_len`, padded: numpy int32 [N, max_seq_len].
-
-    The host twin of `data.finetuning.pack_inputs` (same example there): a pair keeps, of its shorter segment,
-    min(its length, max(budget - the longer's length, budget // 2)) tokens and the rest of the longer, budget being
-    max_seq_len - 3; a single text keeps max_seq_len - 2.
-    """
-    rows = len(ids_a)
-    out = {k: np.zeros((rows, max_seq_len), np.int32) for k in ("input_ids", "attention_mask", "token_type_ids")}
-    out["input_ids"][:] = pad_id
-    for row in range(rows):
-        a = list(ids_a[row])
-        if ids_b is None:
-            ids, types = [cls_id, *a[: max_seq_len - 2], sep_id], None
-        else:
-            b = list(ids_b[row])
-            budget = max_seq_len - 3
-            shorter, longer = sorted((len(a), len(b)))
-            keep_shorter = min(shorter, max(budget - longer, budget // 2))
-            keep_longer = min(longer, budget - keep_shorter)
-            na, nb = (keep_longer, keep_shorter) if len(a) > len(b) else (keep_shorter, keep_longer)
-            ids = [cls_id, *a[:na], sep_id, *b[:nb], sep_id]
-            types = [0] * (na + 2) + [1] * (nb + 1)
-        out["input_ids"][row, : len(ids)] = ids
-        out["attention_mask"][row, : len(ids)] = 1
-        if types is not None:
-            out["token_type_ids"][row, : len(types)] = types
-    return out
 
 
 def records(loaded: LoadedModel, examples: Sequence[Example], outputs: np.ndarray) -> list[dict]:

@@ -35,7 +35,9 @@ class Task:
     # -> (loss, sums), with denominators(batch) and finalize(sums).
     loss_fn: Any
     train_data: Callable[[], Any]  # () -> tf.data.Dataset of this host's training batches (infinite)
-    eval_data: Callable[[], Any] | None  # () -> tf.data.Dataset of this host's eval batches (one pass)
+    # () -> this host's eval batches, one pass: a tf.data.Dataset, or an iterable of numpy batch dicts that can be
+    # iterated again for each evaluation (as data/host_finetuning.py's); None: the task has no eval split.
+    eval_data: Callable[[], Any] | None
     # pure (params, batch) -> dict of sums (added over devices), optionally PER_EXAMPLE rows; summarised on the host
     eval_step: Callable[[Any, Mapping], dict]
     summarize: Callable[[list[dict]], dict[str, float]]  # all eval-step outputs (numpy) -> eval metrics
@@ -60,12 +62,15 @@ class TaskSpec:
       validate: `config -> None`, the task's checks that read no data; raise ConfigError (one line). Run before
         the workdir is touched.
       command: the `sslm` command that trains it ("pretrain" or "finetune").
+      host_eval: `config -> bool`: True when the task, built with a host tokenizer (the tokenizer kind's
+        `load_host`, which imports no TensorFlow), evaluates without TensorFlow; `sslm eval` then never imports it.
     """
 
     name: str
     build: Callable[..., Task]
     validate: Callable[[Any], None]
     command: str
+    host_eval: Callable[[Any], bool]
 
 
 _TASKS: dict[str, TaskSpec] = {}
@@ -91,11 +96,24 @@ def _no_checks(config) -> None:
     del config
 
 
-def register(name: str, *, command: str = "pretrain", validate: Callable[[Any], None] | None = None):
-    """Decorator registering `build` as the task `name`; returns `build` unchanged."""
+def _never(config) -> bool:
+    del config
+    return False
+
+
+def register(
+    name: str,
+    *,
+    command: str = "pretrain",
+    validate: Callable[[Any], None] | None = None,
+    host_eval: Callable[[Any], bool] | None = None,
+):
+    """Decorator registering `build` as the task `name` (see TaskSpec); returns `build` unchanged."""
 
     def add(build):
-        _TASKS[name] = TaskSpec(name=name, build=build, validate=validate or _no_checks, command=command)
+        _TASKS[name] = TaskSpec(
+            name=name, build=build, validate=validate or _no_checks, command=command, host_eval=host_eval or _never
+        )
         return build
 
     return add

@@ -15,6 +15,7 @@ import functools
 
 import numpy as np
 
+from sslm_jax.data import host_finetuning
 from sslm_jax.errors import ConfigError
 from sslm_jax.models import registry
 from sslm_jax.objectives import glue_metrics
@@ -42,33 +43,41 @@ def validate(config) -> None:
         )
 
 
-@register("classify", command="finetune", validate=validate)
-def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
-    from sslm_jax.data import finetuning  # TF is imported only when a task is built
+def _evaluates_on_the_host(config) -> bool:
+    """Files are evaluated on the host (data/host_finetuning.py): `sslm eval` of such a run imports no TensorFlow."""
+    return config.data.source == "files"
 
+
+@register("classify", command="finetune", validate=validate, host_eval=_evaluates_on_the_host)
+def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     d = config.data
     family = registry.get(config.model.family)
     model_config = family.config_for(config.model, tokenizer.vocab_size)
-    dataset = functools.partial(
-        finetuning.create_classification_dataset,
-        d,
-        tokenizer,
-        per_host_batch=config.batch_size // process_count,
-        seed=config.seed,
-        process_index=process_index,
-        process_count=process_count,
-    )
+    where = dict(per_host_batch=config.batch_size // process_count, process_index=process_index,
+                 process_count=process_count)  # fmt: skip
+
+    def train_data():
+        from sslm_jax.data import finetuning  # TF is imported only when the training data is built
+
+        return finetuning.create_classification_dataset(d, tokenizer, split="train", seed=config.seed, **where)[0]
+
     # The eval split is read first: its TaskInfo (label names, pair or single) shapes the model, and its errors
     # (an empty or mislabelled eval file) surface before any training work. The train split is built when the
     # loop asks for it, so `sslm eval` never builds it.
-    eval_ds, info = dataset(split="eval")
+    if _evaluates_on_the_host(config):
+        eval_data, info = host_finetuning.create_eval_batches(d, tokenizer, **where)
+    else:
+        from sslm_jax.data import finetuning
+
+        eval_data, info = finetuning.create_classification_dataset(d, tokenizer, split="eval", seed=config.seed,
+                                                                   **where)  # fmt: skip
     model = family.model(model_config, HEAD, num_labels=info.num_labels)
     loss_fn = make_classification_loss(model, is_regression=info.is_regression)
     return Task(
         model=model,
         loss_fn=loss_fn,
-        train_data=lambda: dataset(split="train")[0],
-        eval_data=lambda: eval_ds,
+        train_data=train_data,
+        eval_data=lambda: eval_data,
         eval_step=functools.partial(_eval_step, make_predict_fn(model), info.is_regression),
         summarize=functools.partial(summarize, metric_names=info.metric_names),
         seq_len=d.max_seq_len,

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import jax
 
+from sslm_jax.data import tokenizers
 from sslm_jax.errors import CheckpointError, ConfigError
 from sslm_jax.inference import compressed_dir, quantize
 from sslm_jax.training import evaluation, validation
@@ -39,14 +40,16 @@ def evaluate_compressed(path: str | os.PathLike, *, eval_steps: int = 0) -> dict
     """The source run's eval metrics for the compressed model at `path`."""
     if eval_steps < 0:
         raise ConfigError(f"eval_steps={eval_steps} must be >= 0 (0 evaluates the whole eval split)")
-    loaded = compressed_dir.load(path)
+    loaded = compressed_dir.load(path, host_tokenizer=True)  # no TensorFlow yet: the task may not need it
     if loaded.run_config is None:
         raise CheckpointError(
             f"{path} was compressed from {loaded.compression['source']}, a Hugging Face directory: it has no eval "
             "split to run (use `sslm predict` on your own file)"
         )
-    spec = validation.validate(loaded.run_config)
-    task = spec.build(loaded.run_config, loaded.tokenizer, process_index=0, process_count=1)
+    config = loaded.run_config
+    spec = validation.validate(config)
+    tok = loaded.tokenizer if spec.host_eval(config) else tokenizers.load(config.data, loaded.vocab_path)
+    task = spec.build(config, tok, process_index=0, process_count=1)
     if task.eval_data is None:
         raise ConfigError(f"{path}: the run's task has no eval split")
     mode = loaded.compression["quantization"]

@@ -12,12 +12,14 @@ unless `eval_steps` limits the batches). Each task reports its own metrics (mask
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
 from sslm_jax.checkpoints import layout, transplant
+from sslm_jax.data import tokenizers
 from sslm_jax.errors import CheckpointError, ConfigError, DataError
 from sslm_jax.training import optim, runners, validation
 from sslm_jax.training.state import TrainState
@@ -29,10 +31,8 @@ def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, floa
     Hosts can hold different numbers of eval batches; one that has run out feeds all-padding batches (zero
     weights) until every host is done, so the collective eval step never waits for a missing participant.
     """
-    from sslm_jax.data.graph_records import numpy_batches  # the caller built a tf.data pipeline already
-
     params = runner.params(state)
-    outputs, it, template = [], numpy_batches(eval_data), None
+    outputs, it, template = [], _numpy_batches(eval_data), None
     while not max_batches or len(outputs) < max_batches:
         batch = next(it, None)
         if jax.process_count() > 1:
@@ -48,13 +48,23 @@ def evaluate(runner, state, eval_data, task, max_batches: int) -> dict[str, floa
     return task.summarize(outputs)
 
 
+def _numpy_batches(eval_data):
+    """An iterator of numpy batch dicts: a tf.data pipeline's, with its errors as one line; else eval_data's own."""
+    tf = sys.modules.get("tensorflow")  # a tf.data pipeline exists only where TensorFlow was imported
+    if tf is not None and isinstance(eval_data, tf.data.Dataset):
+        from sslm_jax.data.graph_records import numpy_batches
+
+        return numpy_batches(eval_data)
+    return iter(eval_data)
+
+
 def _padding_batch(eval_data, template):
     """An all-padding batch (zero weights): zeros shaped like this host's last batch, or for a host whose share of
     the split is empty, like the dataset's batches (eval pipelines pad every batch to the per-host size)."""
     if template is not None:
         return jax.tree.map(np.zeros_like, template)
-    spec = eval_data.element_spec
-    if not all(s.shape.is_fully_defined() for s in jax.tree.leaves(spec)):
+    spec = getattr(eval_data, "element_spec", None)  # a tf.data pipeline's; host batches pad every host themselves
+    if spec is None or not all(s.shape.is_fully_defined() for s in jax.tree.leaves(spec)):
         raise DataError(f"process {jax.process_index()} has no eval data and its eval batches have no fixed shape")
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype.as_numpy_dtype), spec)
 
@@ -69,10 +79,10 @@ def evaluate_checkpoint(path: str | os.PathLike, *, eval_steps: int = 0):
         raise CheckpointError(f"{path} holds no checkpoint: give a training run's workdir (with checkpoints/<step>)")
     config = layout.load_config(step_dir)
     spec = validation.validate(config)
-    from sslm_jax.data import tokenizers  # TensorFlow: imported once the checkpoint is found
-
     kind = tokenizers.get(config.data.tokenizer)
-    tok = kind.load(layout.vocab_dir(step_dir) / kind.files[0], config.data)
+    # The in-graph tokenizer imports TensorFlow (once the checkpoint is found); a task that evaluates on the host,
+    # such as a classifier of files, gets the host one and runs without it.
+    tok = kind.load_for(layout.vocab_dir(step_dir) / kind.files[0], config.data, host=spec.host_eval(config))
     task = spec.build(config, tok, process_index=jax.process_index(), process_count=jax.process_count())
     if task.eval_data is None:
         raise ConfigError(f"{step_dir}: the run's task has no eval split")
