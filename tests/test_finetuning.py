@@ -442,6 +442,12 @@ def test_host_eval_batches_of_pairs_regression_and_held_out_rows_equal_the_pipel
     _assert_host_batches_equal_the_pipeline(regression, tok, host_tok, per_host_batch=3, process_count=2)
 
 
+def test_host_eval_batches_with_fewer_examples_than_hosts_equal_the_pipeline(tmp_path, tok, host_tok):
+    path = _write_tsv(tmp_path / "dev.tsv", ["text", "label"], _reviews(2))  # the third host holds no row
+    c = _data_config(source="files", format="tsv", train_files=str(path), eval_files=str(path))
+    _assert_host_batches_equal_the_pipeline(c, tok, host_tok, per_host_batch=2, process_count=3)
+
+
 def test_host_eval_refuses_what_the_pipeline_refuses(tmp_path, tok, host_tok):
     from sslm_jax.data import host_finetuning
 

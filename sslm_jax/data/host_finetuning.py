@@ -56,7 +56,7 @@ class EvalBatches:
 
     The host's rows (i, i + n, ... of the split, in file order) come first, then weight-0 padding examples (empty
     texts, label 0) up to the largest host's batch count: every host runs the same number of eval steps (the step
-    is a collective) and each real example is counted once. A batch is tokenized when it is reached.
+    is a collective) and each real example is counted once. The texts are tokenized once, on the first pass.
     """
 
     def __init__(self, split, tokenizer, *, max_seq_len: int, per_host_batch: int, process_index: int,
@@ -66,23 +66,29 @@ class EvalBatches:
         self._label_dtype = np.float32 if split.info.is_regression else np.int32
         self._tokenizer, self._max_seq_len, self._batch = tokenizer, max_seq_len, per_host_batch
         self._num_batches = math.ceil(max(split.host_counts(process_count)) / per_host_batch)
+        self._cache: list | None = None
 
     def __len__(self) -> int:
         return self._num_batches
 
     def __iter__(self):
+        tok = self._tokenizer
+        columns = self._ids()
         for start in range(0, self._num_batches * self._batch, self._batch):
-            texts = self._texts[start : start + self._batch]
             labels = self._labels[start : start + self._batch]
-            padding = self._batch - len(texts)
-            texts = [*texts, *[("",) * self._width] * padding]
-            tok = self._tokenizer
-            columns = [tok.encode([t[i] for t in texts]) for i in range(self._width)]
-            batch = pack(*columns, max_seq_len=self._max_seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id,
-                         pad_id=tok.pad_id)  # fmt: skip
+            padding = self._batch - len(labels)
+            ids = [column[start : start + self._batch] + [[]] * padding for column in columns]  # "" has no tokens
+            batch = pack(*ids, max_seq_len=self._max_seq_len, cls_id=tok.cls_id, sep_id=tok.sep_id, pad_id=tok.pad_id)
             batch["label"] = np.asarray([*labels, *[0] * padding], self._label_dtype)
             batch["example_weight"] = np.asarray([1.0] * len(labels) + [0.0] * padding, np.float32)
             yield batch
+
+    def _ids(self) -> list[list[list[int]]]:
+        """Token ids per text column, computed on the first pass and kept: one `encode` call per column, as the
+        in-graph tokenizer of a training run costs ~20 ms per eager call (SST-2 dev: 0.04 s at once, 0.6 s by batch)."""
+        if self._cache is None:
+            self._cache = [self._tokenizer.encode([t[i] for t in self._texts]) for i in range(self._width)]
+        return self._cache
 
 
 def pack(ids_a, ids_b=None, *, max_seq_len: int, cls_id: int, sep_id: int, pad_id: int) -> dict[str, np.ndarray]:
