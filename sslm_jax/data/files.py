@@ -5,7 +5,7 @@
         for where, record in records(f, paths[0], "tsv"):   # ("data/a.tsv.gz:2", {"sentence": ..., "label": ...})
             ...
 
-Pretraining sources (`sources.py`), fine-tuning files (`labelled_sources.py`) and `sslm predict`
+Pretraining sources (`sources.py`), fine-tuning files (`labelled_files.py`) and `sslm predict`
 (`inference/classify.py`) all read through these functions, so they accept the same paths and formats:
   patterns  comma-separated globs; `**` is recursive (zero or more folders), locally and in URLs; each pattern must
             match at least one file; the result is sorted per pattern, without repeats.
