@@ -208,6 +208,22 @@ def sslm(*args, check: bool = True) -> subprocess.CompletedProcess:
     return out
 
 
+def sslm_without_tensorflow(folder: pathlib.Path, *args) -> subprocess.CompletedProcess:
+    """`sslm` as `sslm(...)` runs it (exit 0 asserted), in a process that cannot import TensorFlow: a
+    sitecustomize.py written into `folder` makes it look uninstalled."""
+    import _blocked_imports
+
+    (folder / "sitecustomize.py").write_text(
+        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
+    )
+    env = sslm_env(cache_dir=session_compile_cache())
+    env["PYTHONPATH"] = os.pathsep.join([str(folder), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=TIMEOUT_S, env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out
+
+
 def assert_cli_error(out: subprocess.CompletedProcess, command: str, fragment: str) -> None:
     """`out` failed as bad input does: exit 2, no traceback, last line `sslm <command>: error: ...` with `fragment`."""
     lines = [line for line in out.stderr.splitlines() if line.strip()]

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from configs import base
 from sslm_jax.data import causal_sft
@@ -17,9 +16,8 @@ class ToyTokenizer:
 
     eot_id = 2
 
-    def tokenize(self, strings):
-        words = tf.strings.split(strings)
-        return tf.strings.to_number(tf.strings.substr(words, 1, 9), tf.int32)
+    def encode(self, texts):
+        return [[int(word[1:]) for word in text.split()] for text in texts]
 
 
 def test_encode_keeps_the_response_whole_and_cuts_old_prompt_tokens():
@@ -67,24 +65,44 @@ def test_held_out_split_is_fixed_and_disjoint(tmp_path):
     assert causal_sft.split_pairs(config, "eval") == held
 
 
-def test_batches_resume_exactly_and_eval_pads(tmp_path):
+def test_train_batches_resume_exactly(tmp_path):
     rows = [{"prompt": f"w{i} w{i + 1}", "response": f"w{i + 200}"} for i in range(30)]
     config = _config(tmp_path, rows)
-    make = lambda split: causal_sft.create_dataset(  # noqa: E731
-        config, ToyTokenizer(), split=split, per_host_batch=4, seed=0, max_seq_len=8
-    )[0]
-    reference = PipelineIterator(make("train"))
+    tok = ToyTokenizer()
+    make = lambda: causal_sft.create_dataset(config, tok, per_host_batch=4, seed=0, max_seq_len=8)[0]  # noqa: E731
+    reference = PipelineIterator(make())
     expected = [next(reference) for _ in range(9)]
-    it = PipelineIterator(make("train"))
+    it = PipelineIterator(make())
     for _ in range(4):
         next(it)
     it.save(tmp_path / "pos")
-    resumed = PipelineIterator(make("train"))
+    resumed = PipelineIterator(make())
     resumed.restore(tmp_path / "pos")
     for want in expected[4:]:
         got = next(resumed)
         assert all(np.array_equal(got[k], want[k]) for k in want)
-    eval_batches = list(PipelineIterator(make("eval")))
-    real = sum(int(b["attention_mask"][:, 0].sum()) for b in eval_batches)
-    assert real == 8 and eval_batches[-1]["input_ids"].shape == (4, 8)
-    assert set(eval_batches[0]) == {"input_ids", "attention_mask", "segment_ids", "position_ids", "loss_weights"}
+    fields = {"input_ids", "attention_mask", "segment_ids", "position_ids", "loss_weights"}
+    assert set(expected[0]) == fields and expected[0]["position_ids"].dtype == np.int32
+    np.testing.assert_array_equal(expected[0]["position_ids"], np.arange(8) * expected[0]["attention_mask"])
+
+
+def test_eval_batches_count_every_row_once_on_every_host(tmp_path):
+    """The 8 held-out rows: batches of 3 on one host (the last padded with an empty row); on 3 hosts (3/3/2 rows),
+    one batch each; on 10 hosts, the last two hold no row and run one batch of padding, as the others do."""
+    rows = [{"prompt": f"w{i} w{i + 1}", "response": f"w{i + 200}"} for i in range(30)]
+    config = _config(tmp_path, rows)
+    want = causal_sft.encode(causal_sft.split_pairs(config, "eval"), ToyTokenizer(), max_seq_len=8)[0]
+    for process_count, per_host_batch, count in [(1, 3, 3), (3, 3, 1), (10, 1, 1)]:
+        seen = []
+        for index in range(process_count):
+            batches, stats = causal_sft.create_eval_batches(
+                config, ToyTokenizer(), per_host_batch=per_host_batch, max_seq_len=8, process_index=index,
+                process_count=process_count,
+            )  # fmt: skip
+            assert stats.examples == 8 and len(batches) == count
+            for b in batches:
+                assert b["input_ids"].shape == (per_host_batch, 8) and b["loss_weights"].dtype == np.float32
+                np.testing.assert_array_equal(b["segment_ids"], b["attention_mask"])
+                np.testing.assert_array_equal(b["position_ids"], np.arange(8) * b["attention_mask"])
+                seen += [r.tolist() for r, m in zip(b["input_ids"], b["attention_mask"]) if m.any()]
+        assert sorted(seen) == sorted(want["input_ids"].tolist()), process_count

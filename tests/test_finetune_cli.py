@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from _shared_runs import DEV_ROWS, write_tsv
-from _sslm_runs import session_compile_cache, sslm, sslm_env
+from _sslm_runs import sslm, sslm_env, sslm_without_tensorflow
 from sslm_jax.config_loading import load_config
 from sslm_jax.errors import CheckpointError, DataError, SslmError
 
@@ -45,32 +45,12 @@ def finetuned(tiny_classifier):
     return tiny_classifier.finetuned
 
 
-def _without_tensorflow(folder: pathlib.Path) -> dict[str, str]:
-    """The environment of a subprocess that cannot import TensorFlow (a sitecustomize.py in `folder` blocks it)."""
-    import os
-
-    import _blocked_imports
-
-    (folder / "sitecustomize.py").write_text(
-        _blocked_imports.source(("tensorflow", "tensorflow_text", "tensorflow_datasets"))
-    )
-    env = sslm_env(cache_dir=session_compile_cache())
-    return {**env, "PYTHONPATH": os.pathsep.join([str(folder), env.get("PYTHONPATH", "")])}
-
-
-def _run_without_tensorflow(folder: pathlib.Path, *args) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "sslm_jax", *map(str, args)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600, env=_without_tensorflow(folder))  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out
-
-
 @pytest.fixture(scope="module")
 def predictions(finetuned, data, tmp_path_factory):
     """`sslm predict` in a process that cannot import TensorFlow (one-shot inference tokenizes on the host); the
     tests below hold its output to `sslm eval` and to transformers."""
     output = data["folder"] / "predictions.jsonl"
-    out = _run_without_tensorflow(tmp_path_factory.mktemp("no_tf"), "predict", f"--workdir={finetuned}",
+    out = sslm_without_tensorflow(tmp_path_factory.mktemp("no_tf"), "predict", f"--workdir={finetuned}",
                                   f"--input={data['dev']}", f"--output={output}")  # fmt: skip
     assert f"wrote {DEV_ROWS} predictions" in out.stdout
     return [json.loads(line) for line in output.read_text().splitlines()]
@@ -104,7 +84,7 @@ def test_finetune_saves_label_names_and_takes_the_model_from_init_from(finetuned
 def test_eval_is_exact_and_agrees_with_predict(finetuned, predictions, data, tmp_path):
     """`sslm eval` of a classifier trained on files reads its eval file on the host: it runs where TensorFlow cannot
     be imported (data/host_finetuning.py; tests/test_host_finetuning.py holds its batches to the tf.data ones)."""
-    out = _run_without_tensorflow(tmp_path, "eval", f"--workdir={finetuned}")
+    out = sslm_without_tensorflow(tmp_path, "eval", f"--workdir={finetuned}")
     metrics = dict(re.findall(r"(\w+)=([-\d.e+]+)", out.stdout.strip().splitlines()[-1]))
     assert float(metrics["examples"]) == DEV_ROWS  # every dev row once, the padding of the last batch ignored
     labels = [label for _, label in data["dev_rows"]]
@@ -149,7 +129,7 @@ def test_fill_mask_cli_needs_no_tensorflow_and_equals_the_in_graph_tokenizer_and
     from sslm_jax.inference.loading import load_model
 
     texts = ["the [MASK] is closed .", "a [MASK] of [MASK] .", "Héllo, THE [MASK] wörld!"]
-    out = _run_without_tensorflow(tmp_path, "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts)
+    out = sslm_without_tensorflow(tmp_path, "fill-mask", f"--workdir={pretrained}", "--top-k=3", *texts)
     lines = out.stdout.strip().splitlines()
     assert [lines[0], lines[2], lines[5]] == texts
     assert [line.split(":")[0] for line in lines if line.startswith("  ")] == ["  [MASK] 1", "  [MASK] 1", "  [MASK] 2",

@@ -5,10 +5,11 @@ tests/test_readme.py."""
 
 import json
 import pathlib
+import re
 
 import pytest
 
-from _sslm_runs import assert_cli_error, sslm, tree_digest
+from _sslm_runs import assert_cli_error, sslm, sslm_without_tensorflow, tree_digest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "gpt_demo.py"
@@ -46,13 +47,25 @@ def test_generate_is_seeded_and_writes_json_lines(run, tmp_path):
     assert out.read_text() == written
 
 
-def test_prompt_to_response_finetuning(run, tmp_path):
+def _metrics(line: str) -> dict[str, float]:
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-\d.e+]+)", line)}
+
+
+def test_prompt_to_response_finetuning_and_its_eval_without_tensorflow(run, tmp_path):
+    """The fine-tune's final eval and `sslm eval` of its checkpoint, in a process that cannot import TensorFlow (the
+    eval rows are numpy batches built on the host, tokenized by the host BPE), report the same metrics."""
     rows = [{"prompt": f"question {i}:", "response": f" answer {i % 3}"} for i in range(24)]
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = sslm("finetune", f"--config={ROOT / 'configs' / 'causal_sft.py'}:smoke", f"--workdir={tmp_path / 'sft'}",
                f"--config.init_from={run}", f"--config.data.train_files={data}")  # fmt: skip
     assert "final eval:" in out.stdout and "perplexity=" in out.stdout and out.stdout.count("sample: ") == 2
+    final = _metrics(next(line for line in out.stdout.splitlines() if line.startswith("final eval:")))
+    (tmp_path / "no_tf").mkdir()
+    evaluated = sslm_without_tensorflow(tmp_path / "no_tf", "eval", f"--workdir={tmp_path / 'sft'}")
+    again = _metrics(evaluated.stdout.strip().splitlines()[-1].split(": ", 1)[1])
+    assert again.keys() == final.keys() and "perplexity" in again
+    assert again == pytest.approx(final, rel=1e-3)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(run, tmp_path):

@@ -1,7 +1,8 @@
 """Prompt -> response batches for causal-LM fine-tuning: the loss counts response tokens only.
 
-    ds, stats = create_dataset(config.data, tokenizer, split="train", per_host_batch=8, seed=0, max_seq_len=256)
+    ds, stats = create_dataset(config.data, tokenizer, per_host_batch=8, seed=0, max_seq_len=256)   # train
     stats   # SftStats(examples=1000, dropped=2, prompts_cut=15)
+    batches, stats = create_eval_batches(config.data, tokenizer, per_host_batch=8, max_seq_len=256)
 
 Files are JSON lines (or tsv / csv with a header) with a prompt and a response field (`data.text_field`,
 "prompt,response" by default), read through `files.py` (globs, gs://, .gz). Each example becomes one row:
@@ -11,9 +12,11 @@ Files are JSON lines (or tsv / csv with a header) with a prompt and a response f
 
 Nothing is split silently: a prompt too long for the row loses its oldest tokens (left truncation keeps what
 precedes the response), and an example whose response alone does not fit is dropped; both are counted, and the
-counts are logged by the task. Rows are tokenized once when the dataset is built (fine-tuning sets are small) and
-served from memory: train rows are shuffled per epoch and repeated, eval rows come once with the last batch padded.
-Exact resume holds: the position is the iterator's index into the seeded shuffle.
+counts are logged by the task. Rows are tokenized once when the data is built (fine-tuning sets are small) and
+served from memory. Train rows go through tf.data (`create_dataset`): shuffled per epoch, repeated, and resumed
+exactly (the position is the iterator's index into the seeded shuffle). Eval rows are numpy batches
+(`create_eval_batches`), built without TensorFlow, so that `sslm eval` of such a run never imports it: every host
+yields the same number of batches, its last rows padded with empty ones (no weight).
 """
 
 from __future__ import annotations
@@ -23,11 +26,8 @@ import math
 
 import numpy as np
 
-from sslm_jax.data.tf_setup import tf
-
-from sslm_jax.data import files  # noqa: E402
-from sslm_jax.data.pretraining import pad_rows, shuffle_seed  # noqa: E402
-from sslm_jax.errors import ConfigError, DataError  # noqa: E402
+from sslm_jax.data import files
+from sslm_jax.errors import ConfigError, DataError
 
 _ROW_SHUFFLE = 5
 HOLD_OUT_SEED = 1234  # the held-out split must not move with config.seed
@@ -106,8 +106,8 @@ def encode(pairs, tokenizer, *, max_seq_len: int):
     input_ids [6, 7, 8, 9, 2], attention_mask [1, 1, 1, 1, 1], loss_weights [0, 0, 0, 1, 1]. An empty prompt
     becomes the end-of-text id, as a document start.
     """
-    prompts = tokenizer.tokenize(tf.constant([p for p, _ in pairs])).to_list()
-    responses = tokenizer.tokenize(tf.constant([r for _, r in pairs])).to_list()
+    prompts = tokenizer.encode([p for p, _ in pairs])
+    responses = tokenizer.encode([r for _, r in pairs])
     ids = np.zeros((len(pairs), max_seq_len), np.int32)
     mask = np.zeros((len(pairs), max_seq_len), np.int32)  # explicit: id 0 is a real token in GPT-2's vocabulary
     weights = np.zeros((len(pairs), max_seq_len), np.float32)
@@ -132,38 +132,62 @@ def create_dataset(
     data_config,
     tokenizer,
     *,
-    split: str,
     per_host_batch: int,
     seed: int,
     max_seq_len: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> tuple[tf.data.Dataset, SftStats]:
-    """This host's batches of `split` (every field of data/causal_lm.py's BATCH_SPEC) and the split's counts."""
+):
+    """(this host's train batches: a tf.data.Dataset with every field of data/causal_lm.py's BATCH_SPEC, shuffled
+    and repeated; the split's SftStats)."""
+    from sslm_jax.data.pretraining import shuffle_seed
+    from sslm_jax.data.tf_setup import tf
+
+    rows, stats = _rows(data_config, tokenizer, "train", max_seq_len)
+    mine = {k: v[process_index::process_count] for k, v in rows.items()}
+    ds = tf.data.Dataset.from_tensor_slices(mine)
+    ds = ds.shuffle(len(mine["input_ids"]), seed=shuffle_seed(seed, process_index, _ROW_SHUFFLE))
+    ds = ds.repeat().batch(per_host_batch, drop_remainder=True).map(_finish)
+    options = tf.data.Options()
+    options.deterministic = True
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options), stats
+
+
+def create_eval_batches(
+    data_config, tokenizer, *, per_host_batch: int, max_seq_len: int, process_index: int = 0, process_count: int = 1
+) -> tuple[list[dict[str, np.ndarray]], SftStats]:
+    """(this host's eval batches as numpy dicts, the split's SftStats): rows i, i + n, ... of the split in order,
+    `per_host_batch` to a batch, padded with empty rows up to the largest host's batch count."""
+    rows, stats = _rows(data_config, tokenizer, "eval", max_seq_len)
+    mine = {k: v[process_index::process_count] for k, v in rows.items()}
+    num_batches = math.ceil(math.ceil(stats.examples / process_count) / per_host_batch)  # host 0 holds the most
+    padded = {k: _pad_rows(v, num_batches * per_host_batch) for k, v in mine.items()}
+    batches = []
+    for start in range(0, num_batches * per_host_batch, per_host_batch):
+        batches.append(_finish({k: v[start : start + per_host_batch] for k, v in padded.items()}))
+    return batches, stats
+
+
+def _rows(data_config, tokenizer, split: str, max_seq_len: int):
     rows, stats = encode(split_pairs(data_config, split), tokenizer, max_seq_len=max_seq_len)
     if stats.examples == 0:
         raise DataError(f"no {split} example fits max_seq_len={max_seq_len}: every response is longer")
-    mine = {k: v[process_index::process_count] for k, v in rows.items()}
-    ds = tf.data.Dataset.from_tensor_slices(mine)
-    if split == "train":
-        ds = ds.shuffle(len(mine["input_ids"]), seed=shuffle_seed(seed, process_index, _ROW_SHUFFLE))
-        ds = ds.repeat().batch(per_host_batch, drop_remainder=True)
-    else:
-        ds = ds.batch(per_host_batch).map(lambda b: pad_rows(b, per_host_batch))
-    options = tf.data.Options()
-    options.deterministic = True
-    return ds.map(_finish).prefetch(tf.data.AUTOTUNE).with_options(options), stats
+    return rows, stats
+
+
+def _pad_rows(x: np.ndarray, size: int) -> np.ndarray:
+    """`x` with zero rows added up to `size` rows: empty rows that carry no weight."""
+    return np.concatenate([x, np.zeros((size - len(x), *x.shape[1:]), x.dtype)])
 
 
 def _finish(rows):
-    """The causal-LM batch fields: one document per row, positions from 0."""
+    """The causal-LM batch fields: one document per row, positions from 0 (numpy rows, or tensors in tf.data)."""
     attention_mask = rows["attention_mask"]
-    length = tf.shape(rows["input_ids"])[1]
-    positions = tf.broadcast_to(tf.range(length)[None, :], tf.shape(rows["input_ids"]))
+    positions = np.arange(attention_mask.shape[1], dtype=np.int32)[None, :]
     return {
         "input_ids": rows["input_ids"],
         "attention_mask": attention_mask,
         "segment_ids": attention_mask,
-        "position_ids": positions * attention_mask,
+        "position_ids": attention_mask * positions,  # the tensor first: a tf.data map multiplies symbolic tensors
         "loss_weights": rows["loss_weights"],
     }

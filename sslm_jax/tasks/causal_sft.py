@@ -34,7 +34,13 @@ def validate(config) -> None:
         raise ConfigError(f"config.data.max_seq_len={config.data.max_seq_len} must be between 4 and {limit}")
 
 
-@register("causal_sft", command="finetune", validate=validate)
+def _evaluates_on_the_host(config) -> bool:
+    """Its eval rows are always numpy batches (data/causal_sft.py): `sslm eval` of such a run imports no TensorFlow."""
+    del config
+    return True
+
+
+@register("causal_sft", command="finetune", validate=validate, host_eval=_evaluates_on_the_host)
 def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     from sslm_jax.data import causal_sft
 
@@ -43,24 +49,17 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     model_config = family.config_for(config.model, tokenizer.vocab_size)
     model = family.model(model_config, HEAD)
     loss_fn = make_causal_lm_loss(model, segment_attention=False)
-    dataset = functools.partial(
-        causal_sft.create_dataset,
-        d,
-        tokenizer,
-        per_host_batch=config.batch_size // process_count,
-        seed=config.seed,
-        max_seq_len=d.max_seq_len,
-        process_index=process_index,
-        process_count=process_count,
-    )
-    # The eval split first: its errors (a row without a response, nothing that fits) surface before training.
-    eval_ds, stats = dataset(split="eval")
+    where = dict(per_host_batch=config.batch_size // process_count, max_seq_len=d.max_seq_len,
+                 process_index=process_index, process_count=process_count)  # fmt: skip
+    # The eval split first: its errors (a row without a response, nothing that fits) surface before training. It is
+    # numpy batches built on the host (`sslm eval` of the run then imports no TensorFlow); train data is tf.data.
+    eval_batches, stats = causal_sft.create_eval_batches(d, tokenizer, **where)
     _log_stats("eval", stats, d.max_seq_len)
     # Shown at the end: the configured prompts, else the first eval prompts.
     prompts = tuple(config.sample_prompts) or tuple(p for p, _ in causal_sft.split_pairs(d, "eval")[:3])
 
     def train_data():
-        ds, train_stats = dataset(split="train")
+        ds, train_stats = causal_sft.create_dataset(d, tokenizer, seed=config.seed, **where)
         _log_stats("train", train_stats, d.max_seq_len)
         return ds
 
@@ -68,7 +67,7 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
         model=model,
         loss_fn=loss_fn,
         train_data=train_data,
-        eval_data=lambda: eval_ds,
+        eval_data=lambda: eval_batches,
         eval_step=functools.partial(causal_lm.eval_step, make_eval_step(loss_fn), model_config.vocab_size),
         summarize=functools.partial(causal_lm.summarize, loss_fn.finalize),
         seq_len=d.max_seq_len,
