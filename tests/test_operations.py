@@ -42,6 +42,7 @@ from _sslm_runs import (
     write_tiny_vocab,
 )
 
+
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> pathlib.Path:
     """The session's compilation cache (conftest.py): other test files run the same smoke programs."""

@@ -154,7 +154,7 @@ class FileSplit:
             raise ConfigError(f"data.label_field={label_field!r} is also a text field (data.text_field)")
         is_regression = regression_setting(data_config)
         read = lambda setting, patterns: _read_rows(  # noqa: E731
-            setting, patterns, fmt=fmt, text_fields=fields, label_field=label_field
+            setting, patterns, fmt=fmt, fields=fields, label_field=label_field
         )
         train_rows = read("data.train_files", data_config.train_files)
         train_where = f"data.train_files={data_config.train_files!r}"
@@ -198,22 +198,22 @@ class FileSplit:
         return self.texts[process_index::process_count], self.labels[process_index::process_count]
 
 
-def _read_rows(setting: str, patterns: str, *, fmt: str, text_fields, label_field: str) -> _Rows:
+def _read_rows(setting: str, patterns: str, *, fmt: str, fields, label_field: str) -> _Rows:
     rows = _Rows([], [], [])
     for path in files.expand(patterns, setting=setting):
         before = len(rows.texts)
         with files.reading(path, setting=setting), files.open_text(path) as f:
             for where, record in files.records(f, path, fmt):
-                for field in (*text_fields, label_field):
+                for field in (*fields, label_field):
                     if field not in record:
                         kind = "field" if fmt == "jsonl" else "column"
                         present = f" (columns: {', '.join(record)})" if fmt != "jsonl" else ""
                         raise DataError(
                             f"{where}: no {kind} {field!r}{present}; set data.text_field / data.label_field"
                         )
-                texts = tuple(record[field] for field in text_fields)
+                texts = tuple(record[field] for field in fields)
                 if not all(isinstance(t, str) for t in texts):
-                    raise DataError(f"{where}: the text fields {', '.join(text_fields)} must hold strings")
+                    raise DataError(f"{where}: the text fields {', '.join(fields)} must hold strings")
                 rows.texts.append(texts)
                 rows.labels.append(_label_text(record[label_field], where))
                 rows.where.append(where)

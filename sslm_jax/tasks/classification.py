@@ -56,10 +56,10 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     where = dict(per_host_batch=config.batch_size // process_count, process_index=process_index,
                  process_count=process_count)  # fmt: skip
 
-    def train_data():
-        from sslm_jax.data import finetuning  # TF is imported only when the training data is built
+    def dataset(split: str):
+        from sslm_jax.data import finetuning  # TF is imported only when a tf.data split is built
 
-        return finetuning.create_classification_dataset(d, tokenizer, split="train", seed=config.seed, **where)[0]
+        return finetuning.create_classification_dataset(d, tokenizer, split=split, seed=config.seed, **where)
 
     # The eval split is read first: its TaskInfo (label names, pair or single) shapes the model, and its errors
     # (an empty or mislabelled eval file) surface before any training work. The train split is built when the
@@ -67,16 +67,13 @@ def build(config, tokenizer, *, process_index: int, process_count: int) -> Task:
     if _evaluates_on_the_host(config):
         eval_data, info = host_finetuning.create_eval_batches(d, tokenizer, **where)
     else:
-        from sslm_jax.data import finetuning
-
-        eval_data, info = finetuning.create_classification_dataset(d, tokenizer, split="eval", seed=config.seed,
-                                                                   **where)  # fmt: skip
+        eval_data, info = dataset("eval")
     model = family.model(model_config, HEAD, num_labels=info.num_labels)
     loss_fn = make_classification_loss(model, is_regression=info.is_regression)
     return Task(
         model=model,
         loss_fn=loss_fn,
-        train_data=train_data,
+        train_data=lambda: dataset("train")[0],
         eval_data=lambda: eval_data,
         eval_step=functools.partial(_eval_step, make_predict_fn(model), info.is_regression),
         summarize=functools.partial(summarize, metric_names=info.metric_names),
