@@ -110,3 +110,48 @@ def test_a_step_without_manifest_predates_them_and_is_accepted(tmp_path):
         file.unlink()
     (step_dir / "manifest").rmdir()
     assert integrity.verify(step_dir) is None
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in the middle of a deletion (BaseException: nothing on the way catches it)."""
+
+
+def test_keep_n_deletion_cut_short_leaves_no_committed_step_behind(tmp_path, monkeypatch):
+    """Orbax deletes an old step file by file; the trainer's manager renames it out of the committed names first, so
+    a kill in the middle leaves an unfinished-save folder, which the next manager removes."""
+    import ml_collections
+
+    from sslm_jax.checkpoints import deletion
+
+    config = ml_collections.ConfigDict(dict(checkpoint_every_steps=1, keep_checkpoints=1))
+    folder = tmp_path / "checkpoints"
+    seen_while_removing = []
+
+    def remove_one_file_then_die(path):
+        seen_while_removing.append(sorted(p.name for p in folder.iterdir()))
+        next(p for p in pathlib.Path(path).rglob("*") if p.is_file()).unlink()
+        raise Killed
+
+    def save(manager, step):
+        manager.save(step, force=True, args=ocp.args.Composite(
+            state=ocp.args.StandardSave({"w": np.full((64, 64), step, np.float32)}),
+            config=ocp.args.JsonSave({"task": "pretrain", "step": step}),
+            manifest=integrity.ManifestSave(),
+        ))  # fmt: skip
+
+    manager = checkpointing.create_manager(tmp_path, config=config, async_save=False)
+    save(manager, 1)
+    monkeypatch.setattr(deletion, "_remove", remove_one_file_then_die)
+    with pytest.raises(Killed):
+        save(manager, 2)  # keep_checkpoints=1: deletes step 1 after committing 2
+    assert seen_while_removing == [["1.orbax-checkpoint-tmp-deleting", "2"]], "renamed before the first file went"
+    assert [p.name for p in integrity.committed_steps(folder)] == ["2"]
+    assert layout.latest_checkpoint(tmp_path) == folder / "2"
+
+    monkeypatch.undo()
+    checkpointing.close_manager(checkpointing.create_manager(tmp_path, config=config))  # the restarted run's
+    assert sorted(p.name for p in folder.iterdir()) == ["2"]
+    manager = checkpointing.create_manager(tmp_path, config=config, async_save=False)
+    save(manager, 3)  # an uninterrupted deletion leaves nothing of step 2
+    checkpointing.close_manager(manager)
+    assert sorted(p.name for p in folder.iterdir()) == ["3"]

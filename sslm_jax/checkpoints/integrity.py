@@ -10,7 +10,7 @@ What orbax-checkpoint 0.12.x guarantees, and what the manifest adds:
   then the rename). A process killed mid-save leaves only the temporary folder, which readers ignore.
 - Nothing protects a *committed* step afterwards: a file truncated or deleted by a disk fault, a full disk during a
   copy, an operator's `rsync` cut short. Orbax then fails deep in TensorStore, and a truncated `vocab.txt` or
-  `config.json` loads silently.
+  `config.json` loads silently. (Keep-N deletion, file by file in Orbax, is made safe from kills in `deletion`.)
 
 The manifest is the item `manifest/manifest.json`. `CompositeCheckpointHandler.finalize` finalizes the items in the
 order they were registered, and `layout.handler_registry` registers this one last, so when `ManifestHandler.finalize`

@@ -33,7 +33,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from sslm_jax.checkpoints import integrity, layout
+from sslm_jax.checkpoints import deletion, integrity, layout
 from sslm_jax.checkpoints.layout import CONFIG_ITEM, DATA_ITEM, STATE_ITEM, VOCAB_ITEM
 from sslm_jax.checkpoints.transplant import load_params, resolve_init_from
 from sslm_jax.errors import CheckpointError, ConfigError
@@ -112,7 +112,11 @@ def create_manager(
         # run removes it. Only the trainer creates a manager, and it owns its workdir.
         cleanup_tmp_directories=True,
     )
-    return ocp.CheckpointManager(path / layout.CHECKPOINTS_DIR, options=options, handler_registry=layout.handler_registry())
+    manager = ocp.CheckpointManager(
+        path / layout.CHECKPOINTS_DIR, options=options, handler_registry=layout.handler_registry()
+    )
+    deletion.make_deletion_atomic(manager)  # keep-N cut short by a kill leaves no half-deleted "committed" step
+    return manager
 
 
 def save_checkpoint(
