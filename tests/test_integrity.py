@@ -14,19 +14,21 @@ from sslm_jax.errors import CheckpointError
 from sslm_jax.training import checkpointing
 
 
+def step_items(step):
+    """A step's items as the trainer saves them: a state, a config and the manifest."""
+    return ocp.args.Composite(
+        state=ocp.args.StandardSave({"w": np.full((64, 64), step, np.float32)}),
+        config=ocp.args.JsonSave({"task": "pretrain", "step": step}),
+        manifest=integrity.ManifestSave(),
+    )
+
+
 def save_steps(folder, steps=(1, 2)):
-    """Real Orbax steps with a state, a config and the manifest, as the trainer saves them (synchronously)."""
+    """Real Orbax steps (`step_items`), saved synchronously."""
     options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
     with ocp.CheckpointManager(folder, options=options, handler_registry=layout.handler_registry()) as manager:
         for step in steps:
-            manager.save(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardSave({"w": np.full((64, 64), step, np.float32)}),
-                    config=ocp.args.JsonSave({"task": "pretrain", "step": step}),
-                    manifest=integrity.ManifestSave(),
-                ),
-            )
+            manager.save(step, args=step_items(step))
     return [folder / str(step) for step in steps]
 
 
@@ -132,18 +134,11 @@ def test_keep_n_deletion_cut_short_leaves_no_committed_step_behind(tmp_path, mon
         next(p for p in pathlib.Path(path).rglob("*") if p.is_file()).unlink()
         raise Killed
 
-    def save(manager, step):
-        manager.save(step, force=True, args=ocp.args.Composite(
-            state=ocp.args.StandardSave({"w": np.full((64, 64), step, np.float32)}),
-            config=ocp.args.JsonSave({"task": "pretrain", "step": step}),
-            manifest=integrity.ManifestSave(),
-        ))  # fmt: skip
-
     manager = checkpointing.create_manager(tmp_path, config=config, async_save=False)
-    save(manager, 1)
+    manager.save(1, args=step_items(1), force=True)
     monkeypatch.setattr(deletion, "_remove", remove_one_file_then_die)
     with pytest.raises(Killed):
-        save(manager, 2)  # keep_checkpoints=1: deletes step 1 after committing 2
+        manager.save(2, args=step_items(2), force=True)  # keep_checkpoints=1: deletes step 1 after committing 2
     assert seen_while_removing == [["1.orbax-checkpoint-tmp-deleting", "2"]], "renamed before the first file went"
     assert [p.name for p in integrity.committed_steps(folder)] == ["2"]
     assert layout.latest_checkpoint(tmp_path) == folder / "2"
@@ -152,6 +147,6 @@ def test_keep_n_deletion_cut_short_leaves_no_committed_step_behind(tmp_path, mon
     checkpointing.close_manager(checkpointing.create_manager(tmp_path, config=config))  # the restarted run's
     assert sorted(p.name for p in folder.iterdir()) == ["2"]
     manager = checkpointing.create_manager(tmp_path, config=config, async_save=False)
-    save(manager, 3)  # an uninterrupted deletion leaves nothing of step 2
+    manager.save(3, args=step_items(3), force=True)  # an uninterrupted deletion leaves nothing of step 2
     checkpointing.close_manager(manager)
     assert sorted(p.name for p in folder.iterdir()) == ["3"]
